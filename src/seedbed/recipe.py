@@ -1,0 +1,175 @@
+"""The one recipe format: a pydantic model per stage, loaded from YAML, every field also a CLI flag.
+
+A recipe file has one section per stage it configures:
+
+    finetune: {base: gemma-3-270m, data: [train.jsonl], method: lora}
+    eval: {models: [tuned=runs/demo/model], data: [heldout.jsonl], shots: [0, 3]}
+
+`seedbed finetune --recipe FILE --lr 1e-4` reads the `finetune` section and overrides `lr`. The resolved
+recipe (file + flags + defaults) is written next to every artifact as `recipe.yaml`, so a model directory
+says exactly how it was made. Defaults cite where they come from.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FinetuneRecipe(Stage):
+    """Instruction fine-tuning of a causal LM (LoRA or full)."""
+
+    base: str = Field("gemma-3-270m", description="Base model: 'gemma-3-270m', a local HF directory, a .gguf file or a hub id.")
+    data: list[str] = Field(default_factory=list, description="Training data files or directories (JSONL, JSON, CSV, Parquet).")
+    val_data: list[str] = Field(default_factory=list, description="Validation files; if empty, val_fraction of data is held out.")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of data held out for validation when val_data is empty.")
+    out: str = Field("runs/finetune", description="Output directory.")
+    method: Literal["lora", "full"] = Field("lora", description="lora (PEFT adapters, merged at the end) or full.")
+    # LoRA defaults: r=16, alpha=32 on all linear layers, as in the QLoRA paper's setup (Dettmers et al. 2023,
+    # which found all-layer adapters needed to match full fine-tuning).
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_targets: str = Field("all-linear", description="Modules to adapt: 'all-linear' or comma-separated names.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
+    batch_size: int = Field(4, ge=1, description="Sequences per micro-batch (packed rows when packing).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate (2e-4 for LoRA, ~2e-5 for full, as in TRL's docs).")
+    warmup: float = Field(0.03, ge=0, description="Warmup: a ratio of total steps if < 1, else a step count.")
+    scheduler: str = Field("cosine", description="Learning-rate schedule after warmup (a transformers scheduler name).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer examples are truncated and counted.")
+    packing: bool = Field(False, description="Pack short examples into rows of max_length, with no attention across examples.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, fp32 on CPU.")
+    eval_steps: int = Field(50, ge=1, description="Validation loss every N steps.")
+    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints.")
+    logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
+    max_records: int | None = Field(None, ge=1, description="Use only the first N training examples (quick runs).")
+    seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
+    resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: a local file store, ./mlruns).")
+    cost_per_hour: float | None = Field(None, ge=0, description="USD per machine-hour for the cost estimate (default by device).")
+    quiet: bool = Field(False, description="No progress bar.")
+
+
+class GenerateRecipe(Stage):
+    """Text generation from a model."""
+
+    model: str = Field("gemma-3-270m", description="Model: a name, a local directory or a .gguf file.")
+    max_new_tokens: int = Field(256, ge=1, description="Most tokens to generate.")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 means greedy).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens with this much probability.")
+    greedy: bool = Field(False, description="Always take the most likely token (deterministic).")
+    stop: list[str] = Field(default_factory=list, description="Stop when any of these strings appears (the template's end of turn is always one).")
+    system: str | None = Field(None, description="System prompt for chat.")
+    raw: bool = Field(False, description="Continue the prompt as plain text, without the chat template.")
+    seed: int | None = Field(None, description="Seed for sampling.")
+
+
+class EvalRecipe(Stage):
+    """Held-out loss and exact-match accuracy, zero- and few-shot, for one or more models on the same questions."""
+
+    models: list[str] = Field(default_factory=lambda: ["base=gemma-3-270m"], description="NAME=MODEL pairs (or a MODEL alone).")
+    data: list[str] = Field(default_factory=list, description="Held-out files with reference answers.")
+    pool: list[str] = Field(default_factory=list, description="Files to draw few-shot examples from (never the held-out ones).")
+    shots: list[int] = Field(default_factory=lambda: [0, 3], description="Few-shot counts to run each model with (0 = zero-shot).")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N held-out examples.")
+    max_new_tokens: int = Field(256, ge=1, description="Most tokens per generated answer.")
+    batch_size: int = Field(8, ge=1, description="Prompts generated together.")
+    max_length: int = Field(1024, ge=8, description="Longest sequence for held-out loss.")
+    out: str | None = Field(None, description="Directory for results.json and results.md.")
+    seed: int = Field(42, description="Seed for choosing few-shot examples.")
+    quiet: bool = Field(False, description="No progress bar.")
+
+    @model_validator(mode="after")
+    def _shots_nonnegative(self):
+        if any(k < 0 for k in self.shots):
+            raise ValueError("shots must be >= 0")
+        return self
+
+
+class DemoRecipe(Stage):
+    """The main job: base answers, LoRA fine-tune, tuned answers, and the zero/few-shot/tuned eval table."""
+
+    out: str = Field("runs/demo", description="Where the demo writes its model and eval results.")
+    prompts: list[str] = Field(default_factory=list, description="Held-out prompts to show base and tuned answers for.")
+    show_max_new_tokens: int = Field(160, ge=1, description="Most tokens per shown answer.")
+    fewshot: int = Field(3, ge=1, description="Examples in the base model's few-shot prompt.")
+    retrain: bool = Field(False, description="Fine-tune again even if a finished demo model exists in out.")
+    finetune: FinetuneRecipe = Field(default_factory=FinetuneRecipe, description="How the demo fine-tunes (out is set by the demo).")
+    eval: EvalRecipe = Field(default_factory=EvalRecipe, description="How the demo evaluates (models are set by the demo).")
+
+
+class Recipe(Stage):
+    """A recipe file: one optional section per stage."""
+
+    finetune: FinetuneRecipe | None = None
+    generate: GenerateRecipe | None = None
+    eval: EvalRecipe | None = None
+    demo: DemoRecipe | None = None
+
+
+class RecipeError(ValueError):
+    """A recipe that does not validate; the message names the file and field."""
+
+
+def packaged_recipe(name: str) -> Path:
+    """A recipe shipped with Seedbed (the repository's `recipes/` directory, installed with the package)."""
+    from importlib.resources import files
+
+    return Path(str(files("seedbed") / "recipes" / name))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file.
+
+    >>> load_recipe("recipes/demo.yaml").finetune.method  # doctest: +SKIP
+    'lora'
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    return validate(Recipe, raw, str(path))
+
+
+def validate(cls: type[Stage], raw: dict, where: str):
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
+        raise RecipeError(f"{where}: {problems}") from None
+
+
+def save_recipe(stage: Stage, path: str | Path, section: str) -> None:
+    """Write the resolved recipe for one stage, atomically, in the same format `load_recipe` reads."""
+    text = yaml.safe_dump({section: stage.model_dump(mode="json")}, sort_keys=False)
+    atomic_write_text(Path(path), text)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so readers see the old or the new content, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""Training: instruction fine-tuning (`seedbed finetune`)."""

@@ -1,0 +1,97 @@
+"""Trainer callbacks: a rich progress bar (loss, tokens/s, ETA), wall-time bookkeeping across resumes, MLflow."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback
+
+WALL_TIME_FILE = "seedbed_wall_time.json"
+
+
+class RichProgress(TrainerCallback):
+    """One progress bar over optimizer steps, with the latest loss, tokens/s and an ETA."""
+
+    def __init__(self, disable: bool = False):
+        self.disable = disable
+        self.progress = None
+        self.started_at = 0.0
+        self.tokens_at_start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.disable:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("", total=state.max_steps, completed=state.global_step, loss="-", tps="-")
+        self.started_at = time.perf_counter()
+        self.tokens_at_start = state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress:
+            rate = (state.num_input_tokens_seen - self.tokens_at_start) / max(time.perf_counter() - self.started_at, 1e-9)
+            self.progress.update(self.task, completed=state.global_step, tps=f"{rate:,.0f}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress and logs and "loss" in logs:
+            self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+        if self.progress and logs and "eval_loss" in logs:
+            self.progress.console.print(f"step {state.global_step}: validation loss {logs['eval_loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.stop()
+
+
+class WallClock(TrainerCallback):
+    """Training wall time that survives `--resume`: saved into each checkpoint, picked up from it again."""
+
+    def __init__(self, resumed_from: str | None):
+        self.before = 0.0
+        if resumed_from and (Path(resumed_from) / WALL_TIME_FILE).is_file():
+            self.before = json.loads((Path(resumed_from) / WALL_TIME_FILE).read_text())["wall_time_s"]
+        self.started_at = time.perf_counter()
+        self.tokens_at_start: int | None = None
+
+    @property
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.started_at
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started_at = time.perf_counter()
+        self.tokens_at_start = state.num_input_tokens_seen
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            (checkpoint / WALL_TIME_FILE).write_text(json.dumps({"wall_time_s": self.total}))
+
+
+class MLflowLogger(TrainerCallback):
+    """Log losses and the learning rate to the active MLflow run as they happen."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        import mlflow
+
+        if mlflow.active_run() is None or not logs:
+            return
+        metrics = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and k != "epoch"}
+        mlflow.log_metrics(metrics, step=state.global_step)
+
+
+class StopAfter(TrainerCallback):
+    """Stop a run after `steps` optimizer steps, as an interrupted run would (tests use it to check resume)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_save = True
+            control.should_training_stop = True

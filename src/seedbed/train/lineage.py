@@ -1,0 +1,103 @@
+"""Lineage of a trained model: the machine, the package versions, the cost, and the model card that says it all."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+PACKAGES = ("seedbed", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "safetensors", "tokenizers")
+
+# Assumed on-demand prices for the cost estimate, USD per hour; override with `cost_per_hour`.
+# CPU: ~$0.05 per vCPU-hour (a 2-vCPU general-purpose cloud VM lists at about $0.08-0.10/h).
+# GPU: ~$2.50 per H100-hour (typical on-demand price at GPU clouds in 2025-26).
+USD_PER_VCPU_HOUR = 0.05
+USD_PER_GPU_HOUR = 2.50
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def hardware() -> dict:
+    """What this run ran on: CPU model and cores, memory, and the GPU if one was used."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def estimated_cost(wall_time_s: float, cost_per_hour: float | None) -> dict:
+    if cost_per_hour is None:
+        if torch.cuda.is_available():
+            cost_per_hour, basis = USD_PER_GPU_HOUR * torch.cuda.device_count(), f"${USD_PER_GPU_HOUR}/GPU-hour"
+        else:
+            cost_per_hour, basis = USD_PER_VCPU_HOUR * (os.cpu_count() or 1), f"${USD_PER_VCPU_HOUR}/vCPU-hour"
+    else:
+        basis = "given cost_per_hour"
+    return {"usd": round(wall_time_s / 3600 * cost_per_hour, 4), "usd_per_hour": cost_per_hour, "basis": basis}
+
+
+def model_card(*, base: str, method: str, files: list, metrics: dict, recipe_yaml: str) -> str:
+    """A model card (README.md) in Markdown that records where the model came from and what it cost."""
+    rows = "\n".join(f"| `{f.path}` | `{f.sha256}` | {f.records} | {f.examples} |" for f in files)
+    hw = metrics["hardware"]
+    hw_line = f"{hw['cpu']}, {hw['cpu_cores']} cores" + (f", {hw['gpu']}" if "gpu" in hw else "")
+    versions = ", ".join(f"{k} {v}" for k, v in metrics["packages"].items())
+    val = metrics["val"]
+    val_line = (
+        f"{val[0]['loss']:.4f} at step {val[0]['step']} → {val[-1]['loss']:.4f} at step {val[-1]['step']}" if val else "none"
+    )
+    cost = metrics["cost"]
+    ex = metrics["examples"]
+    return f"""---
+library_name: transformers
+base_model: {base}
+tags: [seedbed, {method}, instruction-tuned]
+---
+# Fine-tuned from `{base}` with Seedbed
+
+Instruction-tuned ({method}) with `seedbed finetune`. Prompt it with the chat template saved in the tokenizer.
+
+## Lineage
+- **Base model:** `{base}`
+- **Method:** {method}
+- **Training data:**
+
+| file | sha256 | records | examples |
+|---|---|---|---|
+{rows}
+
+- **Examples:** {ex['train']} trained on, {ex['val']} held out for validation; {ex['truncated']} truncated to
+  max_length, {ex['dropped_no_answer']} dropped because truncation left no answer tokens.
+- **Validation loss:** {val_line}
+- **Tokens seen:** {metrics['tokens_seen']:,} in {metrics['steps']} steps, {metrics['tokens_per_s']:,.0f} tokens/s
+- **Wall time:** {metrics['wall_time_s']:.0f} s; peak memory {metrics['peak_memory_bytes'] / 2**30:.2f} GiB ({metrics['peak_memory_kind']})
+- **Hardware:** {hw_line}
+- **Estimated cost:** ${cost['usd']:.4f} (at ${cost['usd_per_hour']:.2f}/h; {cost['basis']})
+- **Packages:** {versions}
+
+## Recipe
+```yaml
+{recipe_yaml.rstrip()}
+```
+"""

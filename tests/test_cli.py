@@ -1,0 +1,58 @@
+"""The command line: flags map onto recipes, bad input is one clear message, the README and CI agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import qa_records, write_jsonl
+from typer.testing import CliRunner
+
+from seedbed.cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).parents[1]
+
+
+def test_every_finetune_field_is_a_flag():
+    from seedbed.recipe import FinetuneRecipe
+
+    help_text = runner.invoke(app, ["finetune", "--help"], env={"COLUMNS": "300"}).output
+    for name in FinetuneRecipe.model_fields:
+        assert "--" + name.replace("_", "-") in help_text, name
+
+
+def test_finetune_cli_writes_a_model(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", qa_records(12))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["finetune", "--base", str(tiny_model), "--data", str(data), "--method", "lora",
+                                 "--out", str(out), "--max-steps", "2", "--quiet", "--eval-steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model.safetensors").is_file() and "validation loss" in result.output
+
+
+def test_recipe_file_and_flags_combine(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", qa_records(12))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"finetune:\n  base: {tiny_model}\n  data: [{data}]\n  max_steps: 50\n  quiet: true\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["finetune", "--recipe", str(recipe), "--max-steps", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = (out / "recipe.yaml").read_text()
+    assert "max_steps: 1" in saved and str(data) in saved  # flag overrode the file; the file filled the rest
+
+
+def test_bad_input_is_one_clear_error(tmp_path):
+    result = runner.invoke(app, ["finetune", "--method", "qlora", "--data", "x.jsonl"])
+    assert result.exit_code == 2 and "method" in result.output and "Traceback" not in result.output
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "Say hi"}])
+    result = runner.invoke(app, ["finetune", "--data", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and f"{bad}:1" in result.output
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```(?:bash|sh)?\n(.*?)```", readme, re.S).group(1).strip().splitlines()
+    assert len(block) == 2 and "seedbed demo" in block[0] and "pytest" in block[1]
+    assert "torch==2.13.0" in block[0] and "torch==2.13.0" in block[1]
+    assert "README.md" in (ROOT / ".ci/run").read_text()
