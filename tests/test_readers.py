@@ -96,11 +96,12 @@ def test_plain_text_stays_raw_and_optional_fields_may_be_empty(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [
         {"text": "  Once upon a time.\n"},
         {"instruction": "Say hi.", "input": "", "output": "Hi"},
+        {"instruction": "Say hi.", "input": float("nan"), "output": "Hi"},  # pandas writes NaN for a missing cell
         {"instruction": "Say hi.", "context": None, "response": "Hi", "category": ""},
     ])
-    text, alpaca, dolly = read_examples([path]).examples
+    text, alpaca, alpaca_nan, dolly = read_examples([path]).examples
     assert (text.text, text.messages, text.is_chat) == ("  Once upon a time.\n", [], False)
-    assert alpaca.messages == dolly.messages == user_assistant("Say hi.", "Hi")
+    assert alpaca.messages == alpaca_nan.messages == dolly.messages == user_assistant("Say hi.", "Hi")
     assert dolly.category is None
 
 
@@ -177,6 +178,20 @@ def test_json_lines_are_where_each_record_starts(tmp_path):
     assert [e.source for e in read_examples([path]).examples] == [f"{path}:{n}" for n in (2, 6, 11)]
 
 
+def test_a_json_file_may_hold_a_single_record(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(SHAPES["openai_chat"][0], indent=2))
+    assert read_one(path).messages == SHAPES["openai_chat"][1]
+
+
+def test_json_lines_named_json_get_a_hint(tmp_path):
+    path = write_jsonl(tmp_path / "d.json", [GSM8K, GSM8K])
+    with pytest.raises(DataError) as error:
+        read_examples([path])
+    message = str(error.value)
+    assert message.startswith(f"{path}:2: field '-': invalid JSON: extra data") and "name it .jsonl" in message
+
+
 def test_csv_lines_count_cells_that_span_lines(tmp_path):
     path = write_csv(tmp_path / "d.csv", FLAT)  # the GSM8K answer spans lines 2-4
     assert [e.source for e in read_examples([path]).examples] == [f"{path}:{n}" for n in (2, 5, 6)]
@@ -209,8 +224,8 @@ def test_packaged_paths_resolve_inside_the_package(tmp_path, monkeypatch):
     package_dir = Path(seedbed.__file__).parent
     assert resolve_data_path("seedbed:data/x.jsonl") == package_dir / "assets" / "data" / "x.jsonl"
     monkeypatch.setattr(readers, "files", lambda package: tmp_path)  # a package whose assets we control
-    write_jsonl((tmp_path / "assets" / "data").mkdir(parents=True) or tmp_path / "assets" / "data" / "x.jsonl",
-                [GSM8K])
+    (tmp_path / "assets" / "data").mkdir(parents=True)
+    write_jsonl(tmp_path / "assets" / "data" / "x.jsonl", [GSM8K])
     assert read_examples(["seedbed:data/x.jsonl"]).examples[0].messages[1]["content"] == GSM8K["answer"]
 
 

@@ -47,8 +47,8 @@ def generate(model, tokenizer, prompts: list[str], sampling: Sampling, batch_siz
     """Complete rendered prompts, in batches; each text is cut before its first stop string.
 
     >>> model, tok = load_model("gemma-3-270m")  # doctest: +SKIP
-    >>> generate(model, tok, [render_prompt(tok, [{"role": "user", "content": "Hi"}])], Sampling(greedy=True))
-    ['Hello! How can I help you today?']  # doctest: +SKIP
+    >>> generate(model, tok, [render_prompt(tok, [{"role": "user", "content": "Hi"}])], Sampling(greedy=True))  # doctest: +SKIP
+    ['Hello! How can I help you today?']
     """
     stops = stop_strings(tokenizer, sampling)
     stop_ids = set(_stop_token_ids(model, tokenizer, stops))

@@ -204,8 +204,9 @@ def _json_records(text: str, report: Report) -> Iterator[tuple[int, Any]]:
     try:
         start = _skip(text, 0)
         top, end = _DECODER.raw_decode(text, start)
-        if _skip(text, end) < len(text):
-            raise json.JSONDecodeError("extra data after the first JSON value (JSON Lines? name it .jsonl)", text, end)
+        if (extra := _skip(text, end)) < len(text):
+            hint = "extra data after the first JSON value (JSON Lines? name it .jsonl)"
+            raise json.JSONDecodeError(hint, text, extra)
         if isinstance(top, list):
             items = _array_items(text, start)
         elif isinstance(top, dict) and any(all(k in top for k in keys) for keys in SHAPES.values()):
