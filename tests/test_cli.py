@@ -56,3 +56,24 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert len(block) == 2 and "seedbed demo" in block[0] and "pytest" in block[1]
     assert "torch==2.13.0" in block[0] and "torch==2.13.0" in block[1]
     assert "README.md" in (ROOT / ".ci/run").read_text()
+
+
+def test_generate_and_eval_commands(tiny_model, tmp_path):
+    result = runner.invoke(app, ["generate", "--model", str(tiny_model), "--greedy", "--max-new-tokens", "5", "Hi"])
+    assert result.exit_code == 0, result.output
+
+    held = write_jsonl(tmp_path / "held.jsonl", qa_records(4))
+    pool = write_jsonl(tmp_path / "pool.jsonl", qa_records(10)[4:])
+    result = runner.invoke(app, ["eval", "--models", f"tiny={tiny_model}", "--data", str(held), "--pool", str(pool),
+                                 "--shots", "0", "--shots", "2", "--max-new-tokens", "8", "--quiet",
+                                 "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| tiny")]
+    assert [row.split("|")[3].strip() for row in rows] == ["0", "2"]  # zero-shot and few-shot, same questions
+    assert (tmp_path / "ev" / "results.json").is_file()
+
+
+def test_eval_without_pool_is_a_clear_error(tiny_model, tmp_path):
+    held = write_jsonl(tmp_path / "held.jsonl", qa_records(2))
+    result = runner.invoke(app, ["eval", "--models", str(tiny_model), "--data", str(held), "--shots", "3"])
+    assert result.exit_code == 2 and "pool" in result.output

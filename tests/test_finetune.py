@@ -60,6 +60,12 @@ def test_finetune_learns_and_writes_a_complete_model(tiny_model, data, tmp_path,
     else:
         assert changed == set(before)
 
+    import mlflow  # the run is logged to MLflow (a local file store, here under tmp_path)
+
+    runs = mlflow.search_runs(experiment_names=["seedbed"], output_format="list")
+    run = next(r for r in runs if r.info.run_id == (out / ".mlflow_run_id").read_text())
+    assert run.data.params["method"] == method and "loss" in run.data.metrics and "eval_loss" in run.data.metrics
+
     card = (out / "README.md").read_text()
     sha = m["data_files"][0]["sha256"]
     assert sha in card and str(tiny_model) in card and "Estimated cost" in card and "transformers" in card
@@ -116,7 +122,9 @@ def test_resume_continues_the_same_run(tiny_model, data, tmp_path):
     assert (tmp_path / "cut" / "checkpoints" / "checkpoint-4").is_dir()
     with pytest.raises(RecipeError, match="--resume"):
         finetune(recipe)  # never silently overwrite a run
+    run_id = (tmp_path / "cut" / ".mlflow_run_id").read_text()
     resumed = finetune(FinetuneRecipe(out=str(tmp_path / "cut"), resume=True, quiet=True)).metrics
+    assert (tmp_path / "cut" / ".mlflow_run_id").read_text() == run_id  # the same MLflow run, continued
 
     assert resumed["steps"] == 8
     assert [h["step"] for h in resumed["train"]] == [h["step"] for h in whole["train"]]
@@ -151,3 +159,16 @@ def test_base_without_template_gets_and_keeps_the_default(tiny_model_no_template
     assert saved and "<|im_start|>" in saved
     config = json.loads((out / "tokenizer_config.json").read_text())
     assert "chat_template" in config or (out / "chat_template.jinja").is_file()
+
+
+def test_answer_only_loss_equals_the_full_logits_loss(tiny_model):
+    from seedbed.train.finetune import answer_only_loss
+
+    model, _ = load_model(str(tiny_model))
+    ids = torch.randint(5, 300, (2, 24))
+    labels = ids.clone()
+    labels[0, :10] = -100
+    labels[1, 5:20] = -100
+    reference = model(input_ids=ids, labels=labels).loss  # transformers' loss over all logits
+    ours = answer_only_loss(model, {"input_ids": ids, "labels": labels})
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)

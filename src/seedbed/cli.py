@@ -86,6 +86,7 @@ def recipe_command(name: str, stage: type[BaseModel], section: str, default_reci
                     section_obj = getattr(load_recipe(recipe_file), section)
                     raw = section_obj.model_dump(exclude_unset=True) if section_obj else {}
                 resolved = validate(stage, {**raw, **given}, str(recipe_file or "flags"))
+                _quiet_libraries()
                 return fn(resolved, **kwargs)
             except Exception as e:
                 if not isinstance(e, _user_errors()):
@@ -102,15 +103,30 @@ def recipe_command(name: str, stage: type[BaseModel], section: str, default_reci
     return register
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars say what is happening; the libraries' per-file bars and deprecation notices
+    about their own internals only bury them."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by the user's input: shown as one clear message, never as a traceback.
 
     Imported here, not at the top, so that `seedbed --help` does not pay for importing torch."""
     from seedbed.chat import TemplateError
     from seedbed.data.readers import DataError
+    from seedbed.evaluate.run import EvalError
     from seedbed.models import ModelLoadError
 
-    return (RecipeError, DataError, ModelLoadError, TemplateError, FileNotFoundError)
+    return (RecipeError, DataError, ModelLoadError, TemplateError, EvalError, FileNotFoundError)
 
 
 @recipe_command("finetune", FinetuneRecipe, "finetune")

@@ -114,8 +114,8 @@ def stream(model, tokenizer, prompt: str, sampling: Sampling) -> Iterator[str]:
         yield text[shown:]
 
 
-def run_generate(recipe: GenerateRecipe, prompt: str) -> str:
-    """Load `recipe.model` and answer one prompt (as a chat turn unless `recipe.raw`).
+def run_generate(recipe: GenerateRecipe, prompt: str, write: Callable[[str], None] | None = None) -> str:
+    """Load `recipe.model` and answer one prompt (as a chat turn unless `recipe.raw`); stream to `write` if given.
 
     >>> run_generate(GenerateRecipe(model="runs/demo/model", greedy=True), "What is 2 plus 3?")  # doctest: +SKIP
     '2 plus 3 is 5.\\n#### 5'
@@ -129,7 +129,13 @@ def run_generate(recipe: GenerateRecipe, prompt: str) -> str:
         text = prompt if prompt.startswith(bos) else bos + prompt
     else:
         text = render_prompt(tokenizer, _system(recipe) + [{"role": "user", "content": prompt}])
-    return generate(model, tokenizer, [text], Sampling.from_recipe(recipe), batch_size=1)[0]
+    if write is None:
+        return generate(model, tokenizer, [text], Sampling.from_recipe(recipe), batch_size=1)[0]
+    answer = ""
+    for piece in stream(model, tokenizer, text, Sampling.from_recipe(recipe)):
+        answer += piece
+        write(piece)
+    return answer
 
 
 def _print(text: str) -> None:

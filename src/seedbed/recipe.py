@@ -56,7 +56,7 @@ class FinetuneRecipe(Stage):
     save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints.")
     logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
-    max_records: int | None = Field(None, ge=1, description="Use only the first N training examples (quick runs).")
+    max_records: int | None = Field(None, ge=1, description="Train on a seeded random subset of N examples (quick runs).")
     seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
     resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
     mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: a local file store, ./mlruns).")
