@@ -148,7 +148,7 @@ def test_truncated_examples_are_counted(tiny_model, tmp_path):
     records = qa_records(10) + [{"question": "word " * 300, "answer": "Long. #### 1"}]
     data = write_jsonl(tmp_path / "d.jsonl", records)
     m = finetune(quick_recipe(tiny_model, data, tmp_path / "o", max_length=64, max_steps=2, val_fraction=0)).metrics
-    assert m["examples"]["dropped_no_answer"] == 1 and m["examples"]["train"] == 10
+    assert m["examples"]["dropped_no_answer"] == 1 and m["examples"]["train"] == 10 and m["examples"]["not_sampled"] == 0
     assert m["examples"]["dropped_ids"] == ["d.jsonl:11"]
 
 
@@ -172,3 +172,9 @@ def test_answer_only_loss_equals_the_full_logits_loss(tiny_model):
     reference = model(input_ids=ids, labels=labels).loss  # transformers' loss over all logits
     ours = answer_only_loss(model, {"input_ids": ids, "labels": labels})
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_every_record_is_accounted_for_with_max_records(tiny_model, data, tmp_path):
+    m = finetune(quick_recipe(tiny_model, data, tmp_path / "o", max_records=10, max_steps=2)).metrics
+    ex = m["examples"]
+    assert ex["train"] == 10 and ex["train"] + ex["val"] + ex["not_sampled"] == ex["records_read"] == 40

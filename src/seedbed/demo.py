@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from seedbed.chat import render_prompt
 from seedbed.evaluate import evaluate, markdown_table
@@ -42,7 +43,8 @@ def run_demo(recipe: DemoRecipe) -> dict:
     console.rule(f"1/4  The base model ({base}) answers held-out prompts")
     base_answers = answer(base, recipe.prompts, recipe.show_max_new_tokens)
     for prompt, text in zip(recipe.prompts, base_answers):
-        console.print(f"[bold]> {prompt}[/bold]\n{text.strip() or '(nothing)'}\n", highlight=False, markup=False)
+        console.print(Text("> " + prompt, style="bold"))
+        console.print(Text(text.strip() or "(nothing)"), "\n")
 
     console.rule("2/4  LoRA fine-tuning on shipped instruction data")
     if (tuned_dir / "metrics.json").is_file() and not recipe.retrain:
@@ -59,7 +61,7 @@ def run_demo(recipe: DemoRecipe) -> dict:
     tuned_answers = answer(str(tuned_dir), recipe.prompts, recipe.show_max_new_tokens)
     table = Table("prompt", "base (before)", "tuned (after)", show_lines=True)
     for row in zip(recipe.prompts, base_answers, tuned_answers):
-        table.add_row(*(s.strip() for s in row))
+        table.add_row(*(Text(s.strip()) for s in row))
     console.print(table)
 
     console.rule("4/4  seedbed eval: the same held-out questions, zero-shot, few-shot and tuned")

@@ -149,7 +149,9 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
         if recipe.val_data
         else split_validation(data.examples, recipe.val_fraction, recipe.seed)
     )
+    not_sampled = 0
     if recipe.max_records and recipe.max_records < len(train_examples):
+        not_sampled = len(train_examples) - recipe.max_records
         # A seeded random subset in file order, so that a mix of files stays a mix.
         keep = sorted(random.Random(recipe.seed).sample(range(len(train_examples)), recipe.max_records))
         train_examples = [train_examples[i] for i in keep]
@@ -244,8 +246,10 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
             "trainable_parameters": trainable,
             "total_parameters": sum(p.numel() for p in final.parameters()),
             "examples": {
-                "records_read": sum(f.records for f in data.files), "train": len(train_features),
-                "val": len(val_features), "truncated": train_stats["truncated"] + val_stats["truncated"],
+                "records_read": sum(f.records for f in data.files), "examples_read": len(data.examples),
+                "train": len(train_features),
+                "val": len(val_features), "not_sampled": not_sampled,
+                "truncated": train_stats["truncated"] + val_stats["truncated"],
                 "dropped_no_answer": train_stats["dropped_no_answer"] + val_stats["dropped_no_answer"],
                 "dropped_ids": train_stats["dropped_ids"] + val_stats["dropped_ids"],
             },

@@ -87,8 +87,9 @@ Instruction-tuned ({method}) with `seedbed finetune`. Prompt it with the chat te
 |---|---|---|---|
 {rows}
 
-- **Examples:** {ex['train']} trained on, {ex['val']} held out for validation; {ex['truncated']} truncated to
-  max_length, {ex['dropped_no_answer']} dropped because truncation left no answer tokens.
+- **Examples:** {ex['records_read']} records read; {ex['train']} examples trained on, {ex['val']} held out for
+  validation, {ex['not_sampled']} left out by `max_records`; {ex['truncated']} truncated to max_length,
+  {ex['dropped_no_answer']} dropped because truncation left no answer tokens.
 - **Validation loss:** {val_line}
 - **Tokens seen:** {metrics['tokens_seen']:,} in {metrics['steps']} steps, {metrics['tokens_per_s']:,.0f} tokens/s
 - **Wall time:** {metrics['wall_time_s']:.0f} s; peak memory {metrics['peak_memory_bytes'] / 2**30:.2f} GiB ({metrics['peak_memory_kind']})
