@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from seedbed.recipe import (
-    DemoRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, RecipeError, load_recipe, packaged_recipe, validate,
+    DemoRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, RecipeError, ServeRecipe, load_recipe, packaged_recipe,
+    validate,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Seedbed: grow your own language model on one machine.")
@@ -199,6 +200,45 @@ def demo_cmd(recipe: DemoRecipe):
     from seedbed.demo import run_demo
 
     run_demo(recipe)
+
+
+@recipe_command("serve", ServeRecipe, "serve")
+def serve_cmd(recipe: ServeRecipe):
+    """Serve models behind an OpenAI-compatible API (chat, completions, embeddings, tools, retrieval).
+
+    Example: seedbed serve --model tuned=runs/demo/model --api-key sk-local --rag tuned=runs/docs-index
+    """
+    from seedbed.serve.server import run_server
+
+    run_server(recipe)
+
+
+@app.command("index")
+def index_cmd(
+    paths: list[str] = typer.Argument(..., help="Files or directories: .txt, .md, .html, .jsonl (and .pdf with pypdf)."),
+    out: str = typer.Option(..., "--out", help="Index directory (created, or updated in place)."),
+    chunk_size: int = typer.Option(800, "--chunk-size", help="Characters per chunk."),
+    overlap: int = typer.Option(160, "--overlap", help="Characters shared by consecutive chunks."),
+    remove: bool = typer.Option(False, "--remove", help="Remove these sources' chunks instead of indexing them."),
+):
+    """Build or update a retrieval index (embeddings + BM25) for grounding served answers.
+
+    Example: seedbed index docs/ --out runs/docs-index
+    """
+    try:
+        from seedbed.retrieval import build_index, remove_from_index
+
+        if remove:
+            remove_from_index(out, paths)
+            console.print(f"Removed {len(paths)} source(s) from {out}")
+            return
+        report = build_index(paths, out, chunk_size=chunk_size, overlap=overlap)
+    except Exception as e:
+        if not isinstance(e, (*_user_errors(), ValueError, OSError)):
+            raise
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(report)
 
 
 @models_app.command("list")

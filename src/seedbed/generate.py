@@ -103,7 +103,7 @@ def stream(model, tokenizer, prompt: str, sampling: Sampling) -> Iterator[str]:
         text += piece
         cut = cut_at_stop(text, stops)
         stopped = len(cut) < len(text)
-        safe = len(cut) if stopped else len(text) - _pending_stop_prefix(text, stops)
+        safe = len(cut) if stopped else len(text) - pending_stop_prefix(text, stops)
         if safe > shown:
             yield text[shown:safe]
             shown = safe
@@ -199,7 +199,7 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     return text[: min(found)] if found else text
 
 
-def _pending_stop_prefix(text: str, stops: list[str]) -> int:
+def pending_stop_prefix(text: str, stops: list[str]) -> int:
     """Length of the longest end of `text` that is the start of a stop string (it may yet become one)."""
     return max((n for s in stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
 

@@ -100,6 +100,27 @@ class EvalRecipe(Stage):
         return self
 
 
+class ServeRecipe(Stage):
+    """An OpenAI-compatible server for one or more models."""
+
+    model: list[str] = Field(default_factory=list, description="NAME=MODEL to serve (repeat for several).")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    api_key: list[str] = Field(default_factory=list, description="Accepted API keys (repeatable); none: no auth.")
+    api_keys_file: str | None = Field(None, description="File with one accepted API key per line.")
+    rag: list[str] = Field(default_factory=list, description="NAME=INDEX: ground model NAME's answers in an index.")
+    rag_k: int = Field(4, ge=1, le=50, description="Retrieved chunks per grounded answer.")
+    tools: list[str] = Field(default_factory=list, description="YAML files of server-side HTTP tools (calculator is built in).")
+    max_batch: int = Field(8, ge=1, description="Most requests decoded together.")
+    batch_window_ms: float = Field(10.0, ge=0, description="How long the first request waits for others to batch with.")
+    max_prompt_tokens: int = Field(4096, ge=1, description="Longest prompt accepted.")
+    max_tokens: int = Field(2048, ge=1, description="Most completion tokens a request may ask for.")
+    default_max_tokens: int = Field(512, ge=1, description="Completion tokens when a chat request gives none.")
+    max_body_bytes: int = Field(1_000_000, ge=1, description="Largest request body.")
+    request_timeout_s: float = Field(300.0, gt=0, description="Longest a request may run.")
+    log_content: bool = Field(False, description="Log prompts and completions (off: they never reach the logs).")
+
+
 class DemoRecipe(Stage):
     """The main job: base answers, LoRA fine-tune, tuned answers, and the zero/few-shot/tuned eval table."""
 
@@ -118,6 +139,7 @@ class Recipe(Stage):
     finetune: FinetuneRecipe | None = None
     generate: GenerateRecipe | None = None
     eval: EvalRecipe | None = None
+    serve: ServeRecipe | None = None
     demo: DemoRecipe | None = None
 
 

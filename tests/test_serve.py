@@ -1,0 +1,155 @@
+"""The real server on a localhost port, driven by the official `openai` SDK (and raw HTTP for malformed bodies)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from seedbed.serve.app import Limits, ServerConfig, create_app
+from seedbed.serve.engine import Engine, Request
+
+KEY = "sk-test-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return Engine("tiny", str(tiny_model), max_batch=8, batch_window_ms=20)
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    import uvicorn
+
+    config = ServerConfig({"tiny": engine}, api_keys=[KEY], limits=Limits(max_prompt_tokens=200, max_tokens=64))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", config
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0)
+
+
+CHAT = [{"role": "user", "content": "What is two plus three?"}]
+
+
+def test_models_and_health(client, server):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert httpx.get(server[0] + "/health").json()["status"] == "ok"
+
+
+def test_chat_streamed_chunks_join_into_the_greedy_answer(client):
+    whole = client.chat.completions.create(model="tiny", messages=CHAT, temperature=0, max_tokens=12)
+    answer = whole.choices[0].message.content
+    assert whole.usage.completion_tokens > 0 and whole.choices[0].finish_reason in ("stop", "length")
+    chunks = list(client.chat.completions.create(model="tiny", messages=CHAT, temperature=0, max_tokens=12,
+                                                 stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == answer
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_engine_greedy_equals_transformers_generate(engine, tiny_model):
+    """Our batched decode loop gives transformers' greedy output, for prompts of different lengths at once."""
+    from seedbed.chat import render_prompt
+    from seedbed.generate import Sampling, generate
+
+    prompts = [render_prompt(engine.tokenizer, [{"role": "user", "content": q}])
+               for q in ["Hi", "What is two plus three? Say it in words.", "Name a colour of the sky."]]
+    reference = generate(engine.model, engine.tokenizer, prompts, Sampling(greedy=True, max_new_tokens=10))
+
+    async def ours():
+        requests = [Request(engine.tokenizer(p, add_special_tokens=False)["input_ids"], max_tokens=10, temperature=0)
+                    for p in prompts]
+        return await asyncio.gather(*(engine.complete(r) for r in requests))
+
+    assert asyncio.run(ours()) == reference
+
+
+def test_text_completions(client):
+    done = client.completions.create(model="tiny", prompt="The sky is", max_tokens=5, temperature=0)
+    assert done.choices[0].text and done.usage.prompt_tokens > 0
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="tiny", prompt="The sky is", max_tokens=5, temperature=0, stream=True) if c.choices)
+    assert streamed == done.choices[0].text
+
+
+def test_no_key_is_401(server):
+    anonymous = openai.OpenAI(base_url=server[0] + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.models.list()
+    assert httpx.get(server[0] + "/v1/models").status_code == 401
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"model": "tiny"}, "messages"),
+    ({"model": "tiny", "messages": []}, "messages"),
+    ({"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+    ({"model": "tiny", "messages": CHAT, "temperature": 5}, "temperature"),
+    ({"model": "tiny", "messages": CHAT, "max_tokens": 10_000}, "max_tokens"),
+    ({"model": "tiny", "messages": CHAT, "n": 3}, "n"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "word " * 500}]}, "messages"),
+])
+def test_malformed_bodies_get_openai_error_json(server, body, param):
+    r = httpx.post(server[0] + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    assert error["param"] == param
+
+
+def test_not_json_and_unknown_model(server):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    r = httpx.post(server[0] + "/v1/chat/completions", content=b"{not json", headers=headers)
+    assert r.status_code == 400 and "error" in r.json()
+    r = httpx.post(server[0] + "/v1/chat/completions", json={"model": "gpt-9", "messages": CHAT}, headers=headers)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_concurrent_requests_are_batched(client, engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen = []
+    original = engine._decode
+    engine._decode = lambda batch: (seen.append(len(batch)), original(batch))[1]
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda i: client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": f"Count to {i}"}], temperature=0,
+                max_tokens=8).choices[0].message.content, range(6)))
+    finally:
+        engine._decode = original
+    assert len(answers) == 6 and max(seen) > 1  # several requests shared a batch
+
+
+def test_metrics_are_prometheus_text(client, server):
+    client.chat.completions.create(model="tiny", messages=CHAT, temperature=0, max_tokens=3)
+    text = httpx.get(server[0] + "/metrics").text
+    assert 'seedbed_requests_total{endpoint="/v1/chat/completions",status="200"}' in text
+    assert "seedbed_completion_tokens_total" in text and "seedbed_queue_depth" in text
+
+
+def test_openapi_schema_is_served(server):
+    schema = httpx.get(server[0] + "/openapi.json").json()
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"} <= set(schema["paths"])
