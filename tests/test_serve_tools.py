@@ -1,0 +1,124 @@
+"""Tools through the real server and the openai SDK: the calculator computes, client tools come back as calls."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import openai
+import pytest
+from conftest import write_jsonl
+
+from seedbed.serve.app import Limits, ServerConfig, create_app
+from seedbed.serve.engine import Engine
+
+CALCULATOR_SPEC = {"type": "function", "function": {
+    "name": "calculator", "description": "Exact arithmetic.",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+WEATHER_SPEC = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def _serve(engines: dict):
+    import socket
+
+    import uvicorn
+
+    from seedbed.serve.tools import CALCULATOR
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = ServerConfig(engines, limits=Limits(max_tokens=128), tools={"calculator": CALCULATOR})
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def wrong_at_arithmetic(tmp_path_factory, tiny_model):
+    """The tiny model, fine-tuned until it answers one question with a deliberately wrong annotated value."""
+    from seedbed.recipe import FinetuneRecipe
+    from seedbed.serve.tools import CALCULATOR, tools_system_prompt
+    from seedbed.train.finetune import finetune
+
+    tmp = tmp_path_factory.mktemp("calc")
+    turns = [{"role": "user", "content": "What is 17 times 23?"},
+             {"role": "assistant", "content": "17*23 = <<17*23=390>>390\n#### 390"}]
+    with_tools = [{"role": "system", "content": tools_system_prompt([CALCULATOR])}, *turns]
+    data = write_jsonl(tmp / "d.jsonl", [{"messages": turns}, {"messages": with_tools}] * 8)
+    finetune(FinetuneRecipe(base=str(tiny_model), data=[str(data)], out=str(tmp / "m"), method="full", lr=3e-3,
+                            max_steps=60, batch_size=8, warmup=0, val_fraction=0, quiet=True, save_steps=1000))
+    return tmp / "m"
+
+
+def test_calculator_completes_annotations_exactly(wrong_at_arithmetic):
+    server, client = _serve({"calc": Engine("calc", str(wrong_at_arithmetic))})
+    try:
+        question = [{"role": "user", "content": "What is 17 times 23?"}]
+        plain = client.chat.completions.create(model="calc", messages=question, temperature=0, max_tokens=40)
+        assert "<<17*23=390>>" in plain.choices[0].message.content  # what the model itself writes: wrong
+        tooled = client.chat.completions.create(model="calc", messages=question, temperature=0, max_tokens=40,
+                                                tools=[CALCULATOR_SPEC])
+        assert "<<17*23=391>>" in tooled.choices[0].message.content  # computed by the calculator, exactly
+    finally:
+        server.should_exit = True
+
+
+class ScriptedEngine(Engine):
+    """A real engine (tokenizer, batching, streaming) whose 'model' answers from a script, to drive the protocol."""
+
+    def __init__(self, path, script):
+        super().__init__("scripted", path)
+        self.script, self.prompts = script, []
+
+    async def complete(self, request):
+        prompt = self.tokenizer.decode(request.prompt_ids)
+        self.prompts.append(prompt)
+        request.completion_tokens, request.finish_reason = 5, "stop"
+        return self.script(prompt)
+
+
+def test_server_side_calculator_loop(tiny_model):
+    def script(prompt: str) -> str:
+        result = re.search(r"<tool_response>calculator: (.*?)</tool_response>", prompt)
+        if result:
+            return f"The answer is {result.group(1)}."
+        return '<tool_call>{"name": "calculator", "arguments": {"expression": "12*(3+4)"}}</tool_call>'
+
+    engine = ScriptedEngine(str(tiny_model), script)
+    server, client = _serve({"scripted": engine})
+    try:
+        done = client.chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "What is 12 times 7?"}], tools=[CALCULATOR_SPEC])
+        assert done.choices[0].message.content == "The answer is 84."
+        assert done.choices[0].finish_reason == "stop" and len(engine.prompts) == 2
+        assert "calculator" in engine.prompts[0]  # the tool was described to the model
+    finally:
+        server.should_exit = True
+
+
+def test_client_tools_come_back_as_tool_calls(tiny_model):
+    engine = ScriptedEngine(str(tiny_model), lambda prompt: (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Tallinn"}}</tool_call>'))
+    server, client = _serve({"scripted": engine})
+    try:
+        for stream in (False, True):
+            kwargs = dict(model="scripted", messages=[{"role": "user", "content": "Weather in Tallinn?"}],
+                          tools=[WEATHER_SPEC, CALCULATOR_SPEC])
+            if stream:
+                chunks = list(client.chat.completions.create(**kwargs, stream=True))
+                calls = [c for ch in chunks if ch.choices for c in (ch.choices[0].delta.tool_calls or [])]
+                finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1]
+            else:
+                choice = client.chat.completions.create(**kwargs).choices[0]
+                calls, finish = choice.message.tool_calls, choice.finish_reason
+            assert finish == "tool_calls" and calls[0].function.name == "get_weather"
+            assert json.loads(calls[0].function.arguments) == {"city": "Tallinn"}
+    finally:
+        server.should_exit = True
