@@ -53,7 +53,7 @@ def wrong_at_arithmetic(tmp_path_factory, tiny_model):
     with_tools = [{"role": "system", "content": tools_system_prompt([CALCULATOR])}, *turns]
     data = write_jsonl(tmp / "d.jsonl", [{"messages": turns}, {"messages": with_tools}] * 8)
     finetune(FinetuneRecipe(base=str(tiny_model), data=[str(data)], out=str(tmp / "m"), method="full", lr=3e-3,
-                            max_steps=60, batch_size=8, warmup=0, val_fraction=0, quiet=True, save_steps=1000))
+                            max_steps=150, batch_size=8, warmup=0, val_fraction=0, quiet=True, save_steps=1000))
     return tmp / "m"
 
 
@@ -63,8 +63,11 @@ def test_calculator_completes_annotations_exactly(wrong_at_arithmetic):
         question = [{"role": "user", "content": "What is 17 times 23?"}]
         plain = client.chat.completions.create(model="calc", messages=question, temperature=0, max_tokens=40)
         assert "<<17*23=390>>" in plain.choices[0].message.content  # what the model itself writes: wrong
+        from seedbed.serve.tools import CALCULATOR
+
+        # The client declares the server's calculator, as the model saw it described in training.
         tooled = client.chat.completions.create(model="calc", messages=question, temperature=0, max_tokens=40,
-                                                tools=[CALCULATOR_SPEC])
+                                                tools=[CALCULATOR.spec()])
         assert "<<17*23=391>>" in tooled.choices[0].message.content  # computed by the calculator, exactly
     finally:
         server.should_exit = True

@@ -173,7 +173,7 @@ def _request(config: ServerConfig, engine: Engine, ids: list[int], body, max_tok
     if len(ids) > limits.max_prompt_tokens:
         raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most {limits.max_prompt_tokens}",
                        param="messages" if hasattr(body, "messages") else "prompt", code="context_length_exceeded")
-    max_tokens = max_tokens or limits.default_max_tokens
+    max_tokens = max_tokens or min(limits.default_max_tokens, limits.max_tokens)
     if max_tokens > limits.max_tokens:
         raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}",
                        param="max_tokens")
