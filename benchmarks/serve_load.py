@@ -66,6 +66,7 @@ async def load(base_url: str, model: str, clients: int, rounds: int, tokens: int
         results += await asyncio.gather(*(one_request(client, model, PROMPTS[i % len(PROMPTS)], tokens)
                                           for i in range(clients)))
     wall = time.perf_counter() - started
+    await client.close()
     ok = [r for r in results if r["ok"]]
     return {
         "clients": clients, "requests": len(results), "failed": len(results) - len(ok),
