@@ -153,3 +153,13 @@ def test_metrics_are_prometheus_text(client, server):
 def test_openapi_schema_is_served(server):
     schema = httpx.get(server[0] + "/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"} <= set(schema["paths"])
+
+
+def test_inputs_the_fuzzer_found(server):
+    """Found by benchmarks/fuzz_api.py (schemathesis): each once gave a 500."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.post(server[0] + "/v1/completions", json={"model": "tiny", "prompt": "", "max_tokens": 2}, headers=headers)
+    assert r.status_code == 200
+    r = httpx.post(server[0] + "/v1/completions", headers=headers,
+                   json={"model": "tiny", "prompt": "hi", "max_tokens": 2, "temperature": 0.5, "seed": 2**70})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "seed"

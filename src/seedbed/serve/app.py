@@ -151,6 +151,18 @@ def create_app(config: ServerConfig) -> FastAPI:
 
         return await embed_response(body)
 
+    def openapi() -> dict:
+        # The schema names the models this server actually serves, so clients and fuzzers see what is valid.
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for name in ("ChatCompletionRequest", "CompletionRequest"):
+                schema["components"]["schemas"][name]["properties"]["model"]["enum"] = sorted(config.engines)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 
@@ -170,6 +182,10 @@ def _engine(config: ServerConfig, name: str) -> Engine:
 
 def _request(config: ServerConfig, engine: Engine, ids: list[int], body, max_tokens: int | None, **extra) -> Request:
     limits = config.limits
+    if not ids:  # an empty prompt: start from BOS, as a model's own generation would
+        if engine.tokenizer.bos_token_id is None:
+            raise APIError(400, "the prompt is empty", param="prompt")
+        ids = [engine.tokenizer.bos_token_id]
     if len(ids) > limits.max_prompt_tokens:
         raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most {limits.max_prompt_tokens}",
                        param="messages" if hasattr(body, "messages") else "prompt", code="context_length_exceeded")

@@ -33,7 +33,7 @@ class Sampled(Body):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # torch generators take 64-bit seeds
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
     user: str | None = None
 
