@@ -77,3 +77,14 @@ def test_eval_without_pool_is_a_clear_error(tiny_model, tmp_path):
     held = write_jsonl(tmp_path / "held.jsonl", qa_records(2))
     result = runner.invoke(app, ["eval", "--models", str(tiny_model), "--data", str(held), "--shots", "3"])
     assert result.exit_code == 2 and "pool" in result.output
+
+
+def test_index_command(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("The Zorblax reactor opened in 1987.")
+    result = runner.invoke(app, ["index", str(docs), "--out", str(tmp_path / "ix")])
+    assert result.exit_code == 0, result.output
+    assert "added=1" in result.output and (tmp_path / "ix" / "chunks.sqlite").is_file()
+    result = runner.invoke(app, ["index", str(tmp_path / "missing"), "--out", str(tmp_path / "ix")])
+    assert result.exit_code == 2 and "no such file" in result.output

@@ -22,8 +22,11 @@ def test_recipe_validates(path):
     recipe = load_recipe(path)
     assert any(getattr(recipe, s) is not None for s in Recipe.model_fields)
     assert path.read_text().startswith("#"), "each recipe's header comment gives the command that runs it"
-    for section in (recipe.finetune, recipe.eval, recipe.demo and recipe.demo.finetune, recipe.demo and recipe.demo.eval):
-        for f in [*(getattr(section, "data", None) or []), *(getattr(section, "pool", None) or [])]:
+    sections = (recipe.finetune, recipe.eval, recipe.serve, recipe.demo and recipe.demo.finetune,
+                recipe.demo and recipe.demo.eval)
+    for section in sections:
+        fewshot = [p.partition("=")[2] for p in (getattr(section, "fewshot", None) or [])]
+        for f in [*(getattr(section, "data", None) or []), *(getattr(section, "pool", None) or []), *fewshot]:
             if f.startswith("seedbed:"):
                 assert resolve_data_path(f).is_file(), f
 

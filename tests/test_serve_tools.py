@@ -125,3 +125,25 @@ def test_client_tools_come_back_as_tool_calls(tiny_model):
             assert json.loads(calls[0].function.arguments) == {"city": "Tallinn"}
     finally:
         server.should_exit = True
+
+
+def test_fewshot_profile_puts_the_closest_examples_first(tiny_model, tmp_path):
+    from seedbed.serve.fewshot_profile import FewshotProfile
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [
+        {"question": "How many legs does a cat have?", "answer": "Four. #### 4"},
+        {"question": "What is 100 divided by 4?", "answer": "25. #### 25"},
+        {"question": "Is it raining in Paris?", "answer": "I cannot know."},
+    ])
+    engine = ScriptedEngine(str(tiny_model), lambda prompt: "ok")
+    server, client = _serve({"scripted": engine})
+    server.config.app.state.config.fewshot["scripted"] = FewshotProfile.load([str(pool)], k=1, mode="similar")
+    try:
+        client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "How many paws has a kitten?"}])
+        assert "How many legs does a cat have?" in engine.prompts[-1] and "divided" not in engine.prompts[-1]
+        server.config.app.state.config.fewshot["scripted"] = FewshotProfile.load([str(pool)], k=2, mode="fixed")
+        client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "Hi"}])
+        prompt = engine.prompts[-1]
+        assert prompt.index("cat have") < prompt.index("divided") < prompt.index("Hi") and "Paris" not in prompt
+    finally:
+        server.should_exit = True

@@ -43,7 +43,8 @@ class ServerConfig:
     api_keys: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     tools: dict = field(default_factory=dict)  # server-side tools by name (seedbed.serve.tools.Tool)
-    rag: dict = field(default_factory=dict)  # model name -> retrieval store
+    rag: dict = field(default_factory=dict)  # model name -> (retrieval store, k)
+    fewshot: dict = field(default_factory=dict)  # model name -> FewshotProfile
     log_content: bool = False
 
 

@@ -9,6 +9,8 @@ GSM8K-style annotation the model opens (`<<48/2=`) is completed by the calculato
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 import uuid
 
@@ -18,6 +20,7 @@ from seedbed.chat import render_prompt
 from seedbed.serve.app import APIError, ServerConfig, _complete, _count, _engine, _finish, _request, _sse, _usage, sse_event
 from seedbed.serve.engine import Engine
 
+log = logging.getLogger("seedbed.serve")
 MAX_ANNOTATIONS = 16  # calculator completions per answer: bounds a model that loops on `<<`
 MAX_TOOL_STEPS = 4
 
@@ -83,6 +86,8 @@ async def _answer(config: ServerConfig, engine: Engine, messages: list[dict], bo
 async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics) -> dict:
     engine = _engine(config, body.model)
     messages = _messages(body)
+    if body.model in config.fewshot:
+        messages = config.fewshot[body.model].apply(messages)
     citations = None
     if body.model in config.rag:
         from seedbed.serve.grounding import ground
@@ -126,6 +131,8 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     }
     if citations is not None:
         response["seedbed_citations"] = citations
+    if config.log_content:  # only when the operator asked: prompts and answers are the users' data
+        log.info("chat %s: %s -> %s", body.model, json.dumps(messages)[:2000], json.dumps(message)[:2000])
     if body.stream:  # tools were involved: the answer is complete already, sent as one streamed chunk
         return _sse(_replay(response, body), http)
     return response

@@ -47,10 +47,17 @@ def build_config(recipe: ServeRecipe) -> ServerConfig:
         from seedbed.retrieval import open_index
 
         rag = {name: (open_index(path), recipe.rag_k) for name, path in rag_paths.items()}
+    fewshot_paths = _pairs(recipe.fewshot, "fewshot")
+    if set(fewshot_paths) - set(models):
+        raise RecipeError(f"fewshot: {', '.join(sorted(set(fewshot_paths) - set(models)))} is not a served model name")
+    from seedbed.serve.fewshot_profile import FewshotProfile
+
+    fewshot = {name: FewshotProfile.load([path], recipe.fewshot_k, recipe.fewshot_mode)
+               for name, path in fewshot_paths.items()}
     engines = {name: Engine(name, path, recipe.max_batch, recipe.batch_window_ms) for name, path in models.items()}
     limits = Limits(recipe.max_prompt_tokens, recipe.max_tokens, recipe.default_max_tokens, recipe.max_body_bytes,
                     recipe.request_timeout_s)
-    return ServerConfig(engines, keys, limits, tools, rag, recipe.log_content)
+    return ServerConfig(engines, keys, limits, tools, rag, fewshot, recipe.log_content)
 
 
 def run_server(recipe: ServeRecipe) -> None:

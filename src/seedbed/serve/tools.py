@@ -1,8 +1,14 @@
-"""The tool protocol, independent of HTTP: tools, how a model is told about them, how its calls are read.
+"""The tool protocol, independent of HTTP: tools, how a model is told about them, how its calls are read and run.
 
 A model calls a tool by writing `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (the Hermes / Qwen
-format, which open tool-calling models are trained on); results go back as `<tool_response>` turns. Tools:
-the built-in `calculator`, HTTP tools declared in YAML, and Python entry points in the group `seedbed.tools`.
+format, which open tool-calling models are trained on); results go back to it as `<tool_response>` turns.
+Tools come from three places: the built-in `calculator`, HTTP tools declared in YAML (`seedbed serve --tools
+FILE`), and Python entry points in the group `seedbed.tools`. A tool without `run` is the client's to execute
+(OpenAI's protocol: the reply carries `tool_calls` and the client sends back `tool` messages).
+
+    >>> _, calls = parse_tool_calls('<tool_call>{"name": "calculator", "arguments": {"expression": "6*7"}}</tool_call>')
+    >>> CALCULATOR.run(json.loads(calls[0].arguments))
+    '42'
 """
 
 from __future__ import annotations
@@ -18,129 +24,203 @@ import yaml
 
 from seedbed.serve.calculator import calculate
 
-NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names
+CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+HTTP_TIMEOUT_S = 10
+EMPTY_SCHEMA = {"type": "object", "properties": {}}
 
 
 class ToolError(ValueError):
-    """A tool declaration or call that cannot be used; the message names the field."""
+    """A tool declaration that cannot be used; the message names the field at fault."""
 
 
 @dataclass
 class Tool:
+    """A function a model may call. `parameters` is the JSON schema of its arguments object.
+
+    >>> Tool("echo", "Says it back.", EMPTY_SCHEMA).spec()["function"]["name"]
+    'echo'
+    """
+
     name: str
     description: str
     parameters: dict
-    run: Callable[[dict], str] | None = None  # None: the client runs it
+    run: Callable[[dict], str] | None = None  # None: the client runs it and sends the result back
 
     def spec(self) -> dict:
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.parameters}}
+        """The tool as an entry of an OpenAI request's `tools` list."""
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+def _calculator(arguments: dict) -> str:
+    if not isinstance(arguments.get("expression"), (str, int, float)):
+        raise ToolError("the argument 'expression' (a string such as \"48/2\") is missing")
+    return calculate(str(arguments["expression"]))
 
 
 CALCULATOR = Tool(
     "calculator", "Exact arithmetic: + - * / // % ** and parentheses on integers and decimals.",
     {"type": "object", "properties": {"expression": {"type": "string", "description": "e.g. 48/2 + 3*(4-1)"}},
      "required": ["expression"]},
-    run=lambda arguments: calculate(str(arguments.get("expression", ""))),
+    run=_calculator,
 )
 
 
 @dataclass
 class ToolCall:
+    """One call a model made. `arguments` is JSON text, as OpenAI sends it."""
+
     id: str
     name: str
-    arguments: str  # the JSON text, as OpenAI sends it
+    arguments: str
 
 
 def tool_from_openai(spec: dict) -> Tool:
-    """A tool from an OpenAI request's `tools` entry, validated."""
+    """A client-side tool from an OpenAI request's `tools` entry, validated.
+
+    >>> tool_from_openai({"type": "function", "function": {"name": "get_weather"}}).parameters
+    {'type': 'object', 'properties': {}}
+    """
     if not isinstance(spec, dict) or spec.get("type") != "function":
         raise ToolError("tools[].type: only 'function' tools are supported")
     function = spec.get("function")
-    if not isinstance(function, dict) or not NAME.match(str(function.get("name", ""))):
-        raise ToolError("tools[].function.name: 1-64 letters, digits, '_' or '-'")
-    parameters = function.get("parameters", {"type": "object", "properties": {}})
-    if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
-        raise ToolError(f"tools[].function.parameters: must be a JSON schema of type object ({function['name']})")
-    return Tool(function["name"], str(function.get("description") or ""), parameters)
+    if not isinstance(function, dict):
+        raise ToolError("tools[].function: must be an object with name, description and parameters")
+    name = function.get("name")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ToolError(f"tools[].function.name: {name!r} is not 1-64 letters, digits, '_' or '-'")
+    description = function.get("description") or ""
+    if not isinstance(description, str):
+        raise ToolError(f"tools[].function.description: must be a string ({name})")
+    parameters = function.get("parameters", EMPTY_SCHEMA)
+    if not _is_object_schema(parameters):
+        raise ToolError(f"tools[].function.parameters: must be a JSON schema of type object ({name})")
+    return Tool(name, description, parameters)
 
 
-def _http_tool(entry: dict) -> Tool:
-    import httpx
+def _is_object_schema(schema) -> bool:
+    # `{}` (no arguments) is accepted too: some clients send it for functions without parameters.
+    return isinstance(schema, dict) and schema.get("type", "object") == "object"
 
+
+def load_tools_yaml(path: str | Path) -> list[Tool]:
+    """Server-side HTTP tools from a YAML list of {name, description, parameters, endpoint}.
+
+    A tool's run() POSTs its arguments as JSON to `endpoint` and returns the reply's `result` field when the
+    reply is a JSON object that has one, else the reply's text.
+
+    >>> load_tools_yaml("tools.yaml")  # doctest: +SKIP
+    [Tool(name='lookup_order', description='Order status by id.', parameters={...}, run=<function ...>)]
+    """
+    try:
+        entries = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ToolError(f"{path}: cannot read tools: {e}") from None
+    if not isinstance(entries, list):
+        raise ToolError(f"{path}: expected a YAML list of tools, each with name, description, parameters, endpoint")
+    tools = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: tool {i}"
+        if not isinstance(entry, dict):
+            raise ToolError(f"{where}: expected a mapping with name, description, parameters, endpoint")
+        name, endpoint = entry.get("name"), entry.get("endpoint")
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise ToolError(f"{where}: field 'name': {name!r} is not 1-64 letters, digits, '_' or '-'")
+        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+            raise ToolError(f"{where} ({name}): field 'endpoint': {endpoint!r} is not an http(s) URL")
+        if not isinstance(entry.get("description", ""), str):
+            raise ToolError(f"{where} ({name}): field 'description': must be a string")
+        parameters = entry.get("parameters", EMPTY_SCHEMA)
+        if not _is_object_schema(parameters):
+            raise ToolError(f"{where} ({name}): field 'parameters': must be a JSON schema of type object")
+        tools.append(Tool(name, entry.get("description", ""), parameters, _http_runner(endpoint)))
+    return tools
+
+
+def _http_runner(endpoint: str) -> Callable[[dict], str]:
     def run(arguments: dict) -> str:
-        reply = httpx.post(entry["endpoint"], json=arguments, timeout=10)
-        reply.raise_for_status()
+        import httpx
+
+        reply = httpx.post(endpoint, json=arguments, timeout=HTTP_TIMEOUT_S)
+        reply.raise_for_status()  # an HTTP error becomes the tool's 'error: ...' result in run_tool_loop
         try:
             body = reply.json()
         except ValueError:
             return reply.text
-        return str(body["result"]) if isinstance(body, dict) and "result" in body else json.dumps(body)
+        if isinstance(body, dict) and "result" in body:
+            result = body["result"]
+            return result if isinstance(result, str) else json.dumps(result)
+        return reply.text
 
-    return Tool(entry["name"], entry.get("description", ""), entry.get("parameters") or {"type": "object"}, run)
-
-
-def load_tools_yaml(path: str | Path) -> list[Tool]:
-    """HTTP tools: a YAML list of {name, description, parameters, endpoint}; run() POSTs the arguments as JSON."""
-    try:
-        entries = yaml.safe_load(Path(path).read_text()) or []
-    except (OSError, yaml.YAMLError) as e:
-        raise ToolError(f"{path}: {e}") from None
-    if not isinstance(entries, list):
-        raise ToolError(f"{path}: expected a list of tools")
-    tools = []
-    for i, entry in enumerate(entries):
-        for field in ("name", "endpoint"):
-            if not isinstance(entry, dict) or not isinstance(entry.get(field), str):
-                raise ToolError(f"{path}: tool {i}: field '{field}' is required")
-        if not NAME.match(entry["name"]) or not entry["endpoint"].startswith(("http://", "https://")):
-            raise ToolError(f"{path}: tool {i}: bad name or endpoint (need 1-64 [a-zA-Z0-9_-] and an http(s) URL)")
-        tools.append(_http_tool(entry))
-    return tools
+    return run
 
 
 def load_entry_point_tools(group: str = "seedbed.tools") -> list[Tool]:
+    """Tools other packages register: each entry point names a Tool, or a function with no arguments returning one.
+
+    In the registering package's pyproject.toml: `[project.entry-points."seedbed.tools"] weather = "mypkg:WEATHER"`.
+    """
     from importlib.metadata import entry_points
 
     tools = []
     for point in entry_points(group=group):
         found = point.load()
-        tools.append(found if isinstance(found, Tool) else found())
+        tool = found if isinstance(found, Tool) else found() if callable(found) else None
+        if not isinstance(tool, Tool):
+            raise ToolError(f"entry point {point.name} = {point.value} ({group}): gives no seedbed Tool")
+        tools.append(tool)
     return tools
 
 
 def tools_system_prompt(tools: list[Tool]) -> str:
-    """What a model without a native tool template is told about the tools and how to call them."""
-    listing = "\n".join(json.dumps(t.spec()["function"]) for t in tools)
+    """Instructions for a model without a native tool template: the tools, and the exact form of a call.
+
+    >>> print(tools_system_prompt([CALCULATOR]).splitlines()[0])
+    You can call these tools (name, description and JSON schema of the arguments):
+    """
+    listing = "\n".join(json.dumps(tool.spec()["function"]) for tool in tools)
     return (
-        "You can call these tools:\n" + listing + "\n\nTo call a tool, reply with exactly "
-        '<tool_call>{"name": NAME, "arguments": {...}}</tool_call> and nothing else. '
-        "Tool results come back as <tool_response> messages."
+        "You can call these tools (name, description and JSON schema of the arguments):\n" + listing + "\n\n"
+        'To call a tool, reply with exactly <tool_call>{"name": NAME, "arguments": {...}}</tool_call>, one block '
+        "per call, and nothing else. Each result comes back in a <tool_response> message; then answer the user."
     )
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
-    """The reply's text without its tool-call blocks, and the calls (a bare JSON call as the whole reply too)."""
-    calls, kept = [], text
-    for block in CALL.finditer(text):
-        call = _call(block.group(1))
+    """The reply's text without its tool-call blocks, and the calls in them.
+
+    A bare JSON object `{"name": ..., "arguments": ...}` as the whole reply is a call too. A block whose JSON
+    does not parse stays in the text and makes no call.
+
+    >>> parse_tool_calls('Hm. <tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>')
+    ... # doctest: +ELLIPSIS
+    ('Hm.', [ToolCall(id='call_...', name='calculator', arguments='{"expression": "1+1"}')])
+    """
+    calls, kept, end = [], [], 0
+    for block in CALL_BLOCK.finditer(text):
+        call = _call(block.group(1), arguments_required=False)
         if call:
             calls.append(call)
-            kept = kept.replace(block.group(0), "", 1)
-    if not calls and text.strip().startswith("{"):
-        call = _call(text.strip())
-        if call:
-            return "", [call]
-    return kept.strip(), calls
+            kept.append(text[end : block.start()])
+            end = block.end()
+    kept.append(text[end:])
+    if not calls:
+        # A bare reply must have both keys, so that an answer which merely is JSON with a "name" is not a call.
+        bare = _call(text.strip(), arguments_required=True) if text.strip().startswith("{") else None
+        if bare:
+            return "", [bare]
+    return "".join(kept).strip(), calls
 
 
-def _call(payload: str) -> ToolCall | None:
+def _call(payload: str, arguments_required: bool) -> ToolCall | None:
     try:
         data = json.loads(payload)
     except ValueError:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    if arguments_required and "arguments" not in data:
         return None
     arguments = data.get("arguments", {})
     return ToolCall("call_" + secrets.token_hex(12), data["name"],
@@ -149,48 +229,74 @@ def _call(payload: str) -> ToolCall | None:
 
 def run_tool_loop(generate_reply: Callable[[list[dict]], str], messages: list[dict], tools: dict[str, Tool],
                   max_steps: int = 4) -> tuple[str, list[dict]]:
-    """Ask for a reply; while it calls only server-side tools, run them and ask again (at most max_steps rounds)."""
+    """Server-side tool use: while the model's reply calls only tools that have `run`, run them and ask again.
+
+    Each round appends the assistant's tool-call turn and one `tool` message per call. At most `max_steps`
+    rounds run (so `generate_reply` is asked at most max_steps + 1 times); then the last reply is returned as it
+    is. A reply that calls a client-side or unknown tool ends the loop too: the caller hands those calls back.
+    Returns (the last reply's text, the messages appended).
+
+    >>> script = iter(['<tool_call>{"name": "calculator", "arguments": {"expression": "6*7"}}</tool_call>'])
+    >>> ask = [{"role": "user", "content": "6 times 7?"}]
+    >>> run_tool_loop(lambda m: next(script, "It is " + m[-1]["content"]), ask, {"calculator": CALCULATOR})[0]
+    'It is 42'
+    """
     appended: list[dict] = []
     reply = generate_reply(messages)
     for _ in range(max_steps):
-        _, calls = parse_tool_calls(reply)
-        if not calls or any(c.name not in tools or tools[c.name].run is None for c in calls):
+        content, calls = parse_tool_calls(reply)
+        if not calls or any(tools.get(call.name) is None or tools[call.name].run is None for call in calls):
             break
-        turn = {"role": "assistant", "content": "", "tool_calls": [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
-        results = []
-        for c in calls:
-            try:
-                result = tools[c.name].run(json.loads(c.arguments or "{}"))
-            except Exception as e:  # a failing tool is information for the model, not a server error
-                result = f"error: {e}"
-            results.append({"role": "tool", "tool_call_id": c.id, "name": c.name, "content": str(result)})
-        appended += [turn, *results]
+        appended.append({"role": "assistant", "content": content, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in calls]})
+        appended += [{"role": "tool", "tool_call_id": call.id, "name": call.name,
+                      "content": _run(tools[call.name], call)} for call in calls]
         reply = generate_reply(messages + appended)
     return reply, appended
 
 
+def _run(tool: Tool, call: ToolCall) -> str:
+    try:
+        arguments = json.loads(call.arguments or "{}")
+        if not isinstance(arguments, dict):
+            raise ToolError(f"arguments must be a JSON object, got {call.arguments[:80]}")
+        return str(tool.run(arguments))
+    except Exception as e:  # a failing tool is information for the model to act on, not a server error
+        return f"error: {e}" if str(e) else f"error: {type(e).__name__}"
+
+
 def messages_for_template(messages: list[dict]) -> list[dict]:
-    """Tool turns as plain user/assistant turns: many base templates know only system, user and assistant."""
-    names = {}
+    """OpenAI tool-call and tool turns as plain {role, content} turns, in the Hermes format the model is told.
+
+    Many base templates (ours included) know only system, user and assistant, and would drop or reject a
+    `tool` turn or an assistant turn whose `tool_calls` carry the content; so calls become `<tool_call>`
+    blocks in an assistant turn, and results become user turns.
+
+    >>> messages_for_template([{"role": "tool", "tool_call_id": "call_1", "name": "calculator", "content": "42"}])
+    [{'role': 'user', 'content': '<tool_response>calculator: 42</tool_response>'}]
+    """
+    names: dict[str, str] = {}  # tool_call_id -> tool name: a client's tool message usually has no name
     out = []
-    for m in messages:
-        if m.get("tool_calls"):
+    for message in messages:
+        if message.get("tool_calls"):
             blocks = []
-            for call in m["tool_calls"]:
-                function = call.get("function", {})
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
                 names[call.get("id")] = function.get("name", "tool")
                 arguments = function.get("arguments") or "{}"
                 try:
                     arguments = json.loads(arguments)
                 except (TypeError, ValueError):
-                    pass
+                    pass  # not JSON: shown as the string it is
                 blocks.append("<tool_call>" + json.dumps({"name": function.get("name"), "arguments": arguments})
                               + "</tool_call>")
-            out.append({"role": "assistant", "content": ((m.get("content") or "") + "".join(blocks)).strip()})
-        elif m["role"] == "tool":
-            name = m.get("name") or names.get(m.get("tool_call_id"), "tool")
-            out.append({"role": "user", "content": f"<tool_response>{name}: {m.get('content') or ''}</tool_response>"})
+            text = message.get("content") or ""
+            out.append({"role": "assistant", "content": "\n".join([text, *blocks] if text else blocks)})
+        elif message["role"] == "tool":
+            name = message.get("name") or names.get(message.get("tool_call_id"), "tool")
+            out.append({"role": "user",
+                        "content": f"<tool_response>{name}: {message.get('content') or ''}</tool_response>"})
         else:
-            out.append({"role": m["role"], "content": m.get("content") or ""})
+            out.append({"role": message["role"], "content": message.get("content") or ""})
     return out
