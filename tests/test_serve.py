@@ -163,3 +163,54 @@ def test_inputs_the_fuzzer_found(server):
     r = httpx.post(server[0] + "/v1/completions", headers=headers,
                    json={"model": "tiny", "prompt": "hi", "max_tokens": 2, "temperature": 0.5, "seed": 2**70})
     assert r.status_code == 400 and r.json()["error"]["param"] == "seed"
+
+
+def test_body_size_and_time_limits(engine):
+    from fastapi.testclient import TestClient
+
+    config = ServerConfig({"tiny": engine}, limits=Limits(max_body_bytes=500, request_timeout_s=0.01, max_tokens=64))
+    client = TestClient(create_app(config))
+    big = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x" * 600}]})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+    slow = client.post("/v1/chat/completions", json={"model": "tiny", "messages": CHAT, "max_tokens": 64,
+                                                     "stop": ["never"], "temperature": 0})
+    assert slow.status_code == 408 and slow.json()["error"]["type"] == "timeout_error"
+
+
+def test_a_disconnected_stream_is_cancelled(engine, server):
+    """Closing a streaming response mid-way stops its generation instead of decoding to max_tokens."""
+    seen = []
+    original = engine._advance
+
+    def spy(r, *args):
+        done = original(r, *args)
+        if done and r.max_tokens == 64:
+            seen.append(r.finish_reason)
+        return done
+
+    engine._advance = spy
+    try:
+        body = {"model": "tiny", "messages": CHAT, "max_tokens": 64, "stream": True, "temperature": 0.9,
+                "stop": ["never"]}
+        with httpx.stream("POST", server[0] + "/v1/chat/completions", json=body,
+                          headers={"Authorization": f"Bearer {KEY}"}) as response:
+            for line in response.iter_lines():
+                if '"content": "' in line and '"content": ""' not in line:
+                    break  # the client goes away after the first piece of text
+        for _ in range(100):
+            if seen:
+                break
+            time.sleep(0.05)
+    finally:
+        engine._advance = original
+    assert seen == ["cancelled"]
+
+
+def test_api_keys_file(tmp_path, tiny_model):
+    from seedbed.recipe import ServeRecipe
+    from seedbed.serve.server import build_config
+
+    keys = tmp_path / "keys"
+    keys.write_text("# team keys\nsk-one\nsk-two\n")
+    config = build_config(ServeRecipe(model=[f"tiny={tiny_model}"], api_keys_file=str(keys), api_key=["sk-cli"]))
+    assert config.api_keys == ["sk-cli", "sk-one", "sk-two"] and "calculator" in config.tools

@@ -126,8 +126,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from seedbed.data.readers import DataError
     from seedbed.evaluate.run import EvalError
     from seedbed.models import ModelLoadError
+    from seedbed.serve.tools import ToolError
 
-    return (RecipeError, DataError, ModelLoadError, TemplateError, EvalError, FileNotFoundError)
+    return (RecipeError, DataError, ModelLoadError, TemplateError, EvalError, ToolError, FileNotFoundError)
 
 
 @recipe_command("finetune", FinetuneRecipe, "finetune")

@@ -47,7 +47,8 @@ class CalculatorError(ValueError):
 
 
 def calculate(expression: str) -> str:
-    """The exact value of an arithmetic expression: an integer, an exact decimal, or 12 decimal places.
+    """The exact value of an arithmetic expression: an integer, an exact decimal, or else rounded to 12 decimal
+    places (below 1: to 12 significant digits, so that small values do not round to 0).
 
     A trailing '=' (as in an annotation `<<48/2=`) is ignored; '×', '÷' and '^' mean '*', '/' and '**'.
 

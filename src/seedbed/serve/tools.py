@@ -93,7 +93,7 @@ def tool_from_openai(spec: dict) -> Tool:
     description = function.get("description") or ""
     if not isinstance(description, str):
         raise ToolError(f"tools[].function.description: must be a string ({name})")
-    parameters = function.get("parameters", EMPTY_SCHEMA)
+    parameters = function.get("parameters", dict(EMPTY_SCHEMA))
     if not _is_object_schema(parameters):
         raise ToolError(f"tools[].function.parameters: must be a JSON schema of type object ({name})")
     return Tool(name, description, parameters)
@@ -129,12 +129,13 @@ def load_tools_yaml(path: str | Path) -> list[Tool]:
             raise ToolError(f"{where}: field 'name': {name!r} is not 1-64 letters, digits, '_' or '-'")
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise ToolError(f"{where} ({name}): field 'endpoint': {endpoint!r} is not an http(s) URL")
-        if not isinstance(entry.get("description", ""), str):
+        description = entry.get("description") or ""
+        if not isinstance(description, str):
             raise ToolError(f"{where} ({name}): field 'description': must be a string")
-        parameters = entry.get("parameters", EMPTY_SCHEMA)
+        parameters = entry.get("parameters", dict(EMPTY_SCHEMA))
         if not _is_object_schema(parameters):
             raise ToolError(f"{where} ({name}): field 'parameters': must be a JSON schema of type object")
-        tools.append(Tool(name, entry.get("description", ""), parameters, _http_runner(endpoint)))
+        tools.append(Tool(name, description, parameters, _http_runner(endpoint)))
     return tools
 
 
