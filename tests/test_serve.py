@@ -214,3 +214,37 @@ def test_api_keys_file(tmp_path, tiny_model):
     keys.write_text("# team keys\nsk-one\nsk-two\n")
     config = build_config(ServeRecipe(model=[f"tiny={tiny_model}"], api_keys_file=str(keys), api_key=["sk-cli"]))
     assert config.api_keys == ["sk-cli", "sk-one", "sk-two"] and "calculator" in config.tools
+
+
+def test_seedbed_serve_command_end_to_end(tiny_model):
+    """The acceptance run: `seedbed serve --model tiny=DIR --api-key K` as its own process, the openai SDK as client."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "seedbed.cli", "serve", "--model", f"tiny={tiny_model}",
+                                "--api-key", "K", "--port", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.25)
+            assert process.poll() is None, process.stderr.read()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="K", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        whole = client.chat.completions.create(model="tiny", messages=CHAT, temperature=0, max_tokens=10)
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="tiny", messages=CHAT, temperature=0, max_tokens=10, stream=True) if c.choices)
+        assert streamed == whole.choices[0].message.content
+        assert len(client.embeddings.create(model="all-MiniLM-L6-v2", input="hi").data[0].embedding) == 384
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="nope", max_retries=0).models.list()
+        bad = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": "tiny"},
+                         headers={"Authorization": "Bearer K"})
+        assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
