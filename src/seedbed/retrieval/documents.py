@@ -1,86 +1,157 @@
-"""Documents to index: .txt, .md, .html (text only), .jsonl (a `text` or `content` field per record), .pdf
-(with pypdf, if installed). Directories are read recursively."""
+"""Documents to index: .txt and .md as they are, .html as its visible text, .jsonl as one document per record
+(its `text` or `content` field), and .pdf when `pypdf` is installed. Directories are read recursively.
+
+A document's `source` is its file path as given (normalised), plus `#id` for a JSONL record: the record's `id`,
+or `L<line>` when it has none. The source is what answers cite and what re-indexing replaces.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-SUFFIXES = (".txt", ".md", ".html", ".htm", ".jsonl", ".pdf")
+SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl", ".pdf")
+TEXT_FIELDS = ("text", "content")  # looked up in this order in a JSONL record
 
 
 class DocumentError(ValueError):
-    pass
+    """A file that cannot be read as documents; the message names the file (and line)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Document:
-    source: str  # the file path; '#id' added for a JSONL record
+    source: str  # file path, plus '#id' for a JSONL record
     text: str
+    path: str = field(default="", compare=False)  # the file it came from ('' means: the source itself)
+
+    def __post_init__(self):
+        if not self.path:
+            object.__setattr__(self, "path", self.source)
 
 
-class _Text(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.parts, self.skip = [], 0
+def find_files(paths: list[str]) -> list[Path]:
+    """The indexable files under `paths`, each once, in a stable order. Hidden files and folders are skipped.
 
-    def handle_starttag(self, tag, attrs):
-        self.skip += tag in ("script", "style")
-
-    def handle_endtag(self, tag):
-        self.skip -= tag in ("script", "style") and self.skip > 0
-
-    def handle_data(self, data):
-        if not self.skip and data.strip():
-            self.parts.append(data.strip())
-
-
-def read_documents(paths: list[str]) -> list[Document]:
-    """Every document under `paths`, in sorted order."""
-    files = []
+    >>> find_files(["README.md"])  # doctest: +SKIP
+    [PosixPath('README.md')]
+    """
+    files: dict[Path, None] = {}  # ordered set
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+            found = (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            files.update((p, None) for p in sorted(found) if not _hidden(p.relative_to(path)))
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
-                raise DocumentError(f"{path}: unsupported file type; index {', '.join(SUFFIXES)}")
-            files.append(path)
+                raise DocumentError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
+                                    f"can index {', '.join(SUFFIXES)}")
+            files[path] = None
         else:
             raise DocumentError(f"{path}: no such file or directory")
-    documents = []
-    for path in files:
-        documents += _read(path)
+    return list(files)
+
+
+def read_file(path: Path) -> list[Document]:
+    """The documents in one file: one, or one per record for JSONL.
+
+    >>> read_file(Path("notes.md"))  # doctest: +SKIP
+    [Document(source='notes.md', text='# Notes ...', path='notes.md')]
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return [Document(str(path), _pdf_text(path))]
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise DocumentError(f"{path}: cannot read ({e.strerror})") from None
+    if suffix in (".html", ".htm"):
+        return [Document(str(path), html_text(text))]
+    if suffix == ".jsonl":
+        return _jsonl_records(path, text)
+    if suffix in SUFFIXES:
+        return [Document(str(path), text)]
+    raise DocumentError(f"{path}: unsupported file type {suffix or '(none)'!r}; can index {', '.join(SUFFIXES)}")
+
+
+def read_documents(paths: list[str]) -> list[Document]:
+    """Every document under `paths` (files or directories)."""
+    return [doc for path in find_files(paths) for doc in read_file(path)]
+
+
+def html_text(html: str) -> str:
+    """The visible text of an HTML page: no tags, scripts or styles; block elements start new lines.
+
+    >>> html_text("<p>Hello <b>world</b></p><script>x()</script><p>Bye</p>")
+    'Hello world\\nBye'
+    """
+    parser = _VisibleText()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+class _VisibleText(HTMLParser):
+    INVISIBLE = {"script", "style", "noscript", "template", "svg"}
+    # Elements that break the line, so words of adjacent paragraphs or cells do not run together.
+    BLOCKS = {"p", "div", "br", "li", "ul", "ol", "tr", "td", "th", "table", "section", "article", "header",
+              "footer", "nav", "aside", "main", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "title",
+              "dt", "dd", "figcaption", "hr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hidden = 0  # depth inside invisible elements
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.INVISIBLE:
+            self.hidden += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in self.INVISIBLE:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def _jsonl_records(path: Path, text: str) -> list[Document]:
+    documents, seen = [], {}
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise DocumentError(f"{path}:{line_no}: not valid JSON ({e})") from None
+        body = next((record[f] for f in TEXT_FIELDS if isinstance(record, dict) and f in record), None)
+        if not isinstance(body, str):
+            raise DocumentError(f"{path}:{line_no}: a record needs a 'text' or 'content' string field")
+        key = str(record["id"]) if record.get("id") is not None else f"L{line_no}"
+        if key in seen:  # the same source twice would silently replace the first record
+            raise DocumentError(f"{path}:{line_no}: id {key!r} already used on line {seen[key]}")
+        seen[key] = line_no
+        documents.append(Document(f"{path}#{key}", body, str(path)))
     return documents
 
 
-def _read(path: Path) -> list[Document]:
-    suffix = path.suffix.lower()
-    if suffix == ".pdf":
-        try:
-            from pypdf import PdfReader
-        except ImportError:
-            raise DocumentError(f"{path}: PDF needs pypdf (pip install pypdf)") from None
-        return [Document(str(path), "\n".join(page.extract_text() or "" for page in PdfReader(path).pages))]
-    text = path.read_text(errors="replace")
-    if suffix in (".html", ".htm"):
-        parser = _Text()
-        parser.feed(text)
-        return [Document(str(path), "\n".join(parser.parts))]
-    if suffix == ".jsonl":
-        documents = []
-        for line_no, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise DocumentError(f"{path}:{line_no}: not JSON ({e})") from None
-            body = record.get("text", record.get("content")) if isinstance(record, dict) else None
-            if not isinstance(body, str):
-                raise DocumentError(f"{path}:{line_no}: field 'text': a record needs a 'text' or 'content' string")
-            documents.append(Document(f"{path}#{record.get('id', line_no)}", body))
-        return documents
-    return [Document(str(path), text)]
+def _pdf_text(path: Path) -> str:
+    try:
+        from pypdf import PdfReader
+    except ImportError:
+        raise DocumentError(f"{path}: reading PDF needs the optional package pypdf: pip install pypdf") from None
+    try:
+        return "\n\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
+    except Exception as e:  # pypdf raises many types for damaged files
+        raise DocumentError(f"{path}: cannot read PDF ({e})") from None
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)

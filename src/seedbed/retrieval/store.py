@@ -1,9 +1,14 @@
-"""The persistent index: chunk text and BM25 in SQLite (FTS5), vectors in usearch, fused by reciprocal rank.
+"""The persistent index, a directory of three files:
 
-Why these: usearch is a small wheel with a persistent index that supports removal by key (re-indexing a changed
-file replaces its chunks); SQLite keeps chunk text and metadata transactionally and gives BM25 through FTS5.
-sqlite-vec would keep both in one file, but this CPython's sqlite3 cannot load extensions; faiss-cpu is far
-heavier for the same job.
+    index.json        what built it: embedder, dimension, chunk size and overlap, format, creation time
+    chunks.sqlite     files(source, path, sha256, mtime, n_chunks), chunks(id, source, chunk_no, start, end, text)
+                      and chunks_fts, an FTS5 table over the chunk text for BM25
+    vectors.usearch   a usearch index (cosine, 384 dimensions) whose keys are the chunk ids
+
+SQLite is the record: each document is replaced in one transaction, and chunk ids are never reused
+(AUTOINCREMENT), so a vector key can only ever mean one chunk. The vectors are saved atomically (temp file, then
+os.replace) after each batch; if a run dies between the two, opening the index notices that the keys and the
+chunk ids differ and re-embeds or drops the difference.
 """
 
 from __future__ import annotations
@@ -11,26 +16,41 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sqlite3
-import time
+import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from seedbed.retrieval.chunking import chunk_text
+from seedbed.retrieval.chunking import Chunk, chunk_text
+from seedbed.retrieval.documents import Document
 from seedbed.retrieval.embedder import DIMENSION, MODEL_NAME, Embedder
+from seedbed.retrieval.ranking import fts_query, reciprocal_rank_fusion
 
-RRF_K = 60  # reciprocal rank fusion constant, as in Cormack, Clarke & Buettcher (SIGIR 2009)
+FORMAT = 1  # bump when the files' layout changes; an index of another format is refused, not misread
 CANDIDATES = 50  # per retriever, before fusion
+EXACT_SEARCH_UP_TO = 50_000  # vectors; below this brute force is milliseconds and has perfect recall, above: HNSW
+EMBED_BATCH = 256  # chunks embedded per call while indexing
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (source TEXT PRIMARY KEY, sha256 TEXT, n_chunks INTEGER);
-CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, source TEXT, chunk_no INTEGER, start INTEGER,
-                                   end_ INTEGER, text TEXT);
-CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunk_text USING fts5(text, content='chunks', content_rowid='id');
+CREATE TABLE IF NOT EXISTS files (source TEXT PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, mtime REAL,
+                                  n_chunks INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+                                   chunk_no INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
+                                   text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks(source);
+-- External-content FTS5 kept in step by triggers, as in the SQLite FTS5 manual (section 4.4.3); the porter
+-- stemmer lets 'commissioned' match 'commission'.
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, content='chunks', content_rowid='id',
+                                                        tokenize='porter unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
 """
 
 
@@ -40,97 +60,265 @@ class Hit:
     chunk_id: int
     chunk_no: int
     text: str
-    score: float  # reciprocal-rank-fusion score
-    bm25_rank: int | None
-    vector_rank: int | None
+    score: float  # reciprocal-rank-fusion score: higher is better, at most 2 / 61
+    bm25_rank: int | None  # 1 = best BM25 match; None = not among BM25's candidates
+    vector_rank: int | None  # 1 = nearest vector; None = not among the vector candidates
 
 
 class Store:
-    def __init__(self, directory: str | Path, chunk_size: int = 800, overlap: int = 160):
+    """An index directory, opened for search and updates. With `chunk_size` and `overlap`, a missing index is
+    created; without, it must exist. Thread-safe: one lock around each operation.
+
+    >>> store = Store("runs/docs-index", chunk_size=800, overlap=160)  # doctest: +SKIP
+    >>> store.add_document(Document("notes.md", "The Zorblax reactor was commissioned in 1987."))  # doctest: +SKIP
+    'added'
+    >>> store.search("When was the reactor commissioned?", k=1)[0].source  # doctest: +SKIP
+    'notes.md'
+    """
+
+    def __init__(self, directory: str | Path, chunk_size: int | None = None, overlap: int | None = None):
         from usearch.index import Index
 
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta_path = self.dir / "index.json"
-        meta = {"embedder": MODEL_NAME, "dimension": DIMENSION, "chunk_size": chunk_size, "overlap": overlap}
-        if meta_path.is_file():
-            saved = json.loads(meta_path.read_text())
-            if (saved["embedder"], saved["dimension"]) != (MODEL_NAME, DIMENSION):
-                raise ValueError(f"{self.dir}: built with {saved['embedder']} ({saved['dimension']} dims); this "
-                                 f"Seedbed embeds with {MODEL_NAME} ({DIMENSION}); rebuild the index")
-            meta = saved
-        else:
-            meta_path.write_text(json.dumps({**meta, "created": time.time()}))
-        self.chunk_size, self.overlap = meta["chunk_size"], meta["overlap"]
+        self.settings = _open_settings(self.dir, chunk_size, overlap)
+        self.chunk_size, self.overlap = self.settings["chunk_size"], self.settings["overlap"]
+        self.embedder = Embedder()
+        self._lock = threading.RLock()
         self.db = sqlite3.connect(self.dir / "chunks.sqlite", check_same_thread=False)
         self.db.executescript(SCHEMA)
         self.vectors_path = self.dir / "vectors.usearch"
-        self.vectors = Index.restore(str(self.vectors_path)) if self.vectors_path.is_file() else \
-            Index(ndim=DIMENSION, metric="cos")
+        if self.vectors_path.is_file():
+            saved = _usearch_metadata(self.vectors_path)
+            if not saved or saved["dimensions"] != DIMENSION:
+                raise ValueError(f"{self.vectors_path}: not a usearch index of {DIMENSION}-dimensional vectors "
+                                 f"({saved['dimensions'] if saved else 'unreadable'}); rebuild the index")
+            self.vectors = Index.restore(str(self.vectors_path))
+        else:
+            # f16 halves memory against f32; cosine similarities agree with f32 to about three decimal places.
+            self.vectors = Index(ndim=DIMENSION, metric="cos", dtype="f16")
+        self._unsaved = False
+        self._reconcile()
 
-    def add_document(self, source: str, text: str) -> str:
-        """Index one document, replacing its earlier chunks; 'unchanged' if its text is the same as last time."""
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        row = self.db.execute("SELECT sha256 FROM files WHERE source = ?", (source,)).fetchone()
-        if row and row[0] == digest:
-            return "unchanged"
-        chunks = chunk_text(text, self.chunk_size, self.overlap)
-        vectors = Embedder().embed([c.text for c in chunks]) if chunks else np.zeros((0, DIMENSION), np.float32)
-        with self.db:  # one transaction per document
-            self._delete(source)
-            ids = []
-            for no, chunk in enumerate(chunks):
-                cur = self.db.execute("INSERT INTO chunks (source, chunk_no, start, end_, text) VALUES (?,?,?,?,?)",
-                                      (source, no, chunk.start, chunk.end, chunk.text))
-                ids.append(cur.lastrowid)
-                self.db.execute("INSERT INTO chunk_text (rowid, text) VALUES (?, ?)", (cur.lastrowid, chunk.text))
-            self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (source, digest, len(chunks)))
-        if ids:
-            self.vectors.add(np.array(ids, dtype=np.uint64), vectors)
-        return "replaced" if row else "added"
+    # --- changes --------------------------------------------------------------------------------------------
 
-    def delete_source(self, source: str) -> None:
-        with self.db:
-            self._delete(source)
+    def add_document(self, doc: Document) -> str:
+        """Index one document, replacing its earlier chunks: 'added', 'replaced' or 'unchanged' (same sha256)."""
+        return self.add_documents([doc])[0]
 
-    def _delete(self, source: str) -> None:
-        for (chunk_id, text) in self.db.execute("SELECT id, text FROM chunks WHERE source = ?", (source,)).fetchall():
-            self.db.execute("INSERT INTO chunk_text (chunk_text, rowid, text) VALUES ('delete', ?, ?)", (chunk_id, text))
-            self.vectors.remove(chunk_id)
-        self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))
-        self.db.execute("DELETE FROM files WHERE source = ?", (source,))
+    def add_documents(self, docs: list[Document]) -> list[str]:
+        """Index many documents, embedding their chunks in batches; one outcome per document, in order."""
+        with self._lock:
+            outcomes, changed = [], []
+            for doc in docs:
+                digest = hashlib.sha256(doc.text.encode("utf-8", errors="replace")).hexdigest()
+                row = self.db.execute("SELECT sha256 FROM files WHERE source = ?", (doc.source,)).fetchone()
+                if row and row[0] == digest:
+                    outcomes.append("unchanged")
+                    continue
+                outcomes.append("replaced" if row else "added")
+                changed.append((doc, digest, chunk_text(doc.text, self.chunk_size, self.overlap)))
+            for batch in _batches(changed, EMBED_BATCH):
+                vectors = self.embedder.embed([c.text for _, _, chunks in batch for c in chunks])  # (n, 384)
+                at = 0
+                for doc, digest, chunks in batch:
+                    self._replace(doc, digest, chunks, vectors[at : at + len(chunks)])
+                    at += len(chunks)
+            return outcomes
+
+    def delete_source(self, source: str) -> int:
+        """Remove a source's chunks from SQLite and the vectors; the number of chunks removed."""
+        with self._lock, self.db:
+            ids = self._delete(source)
+        self._remove_vectors(ids)
+        return len(ids)
 
     def save(self) -> None:
-        tmp = self.vectors_path.with_suffix(".tmp")
-        self.vectors.save(str(tmp))
-        os.replace(tmp, self.vectors_path)  # atomic: a reader never sees a half-written index
+        """Write the vectors if they changed: to a temp file, then os.replace, so a reader never sees half."""
+        with self._lock:
+            if not self._unsaved:
+                return
+            _replace_atomically(self.vectors_path, lambda tmp: self.vectors.save(str(tmp)))
+            self._unsaved = False
 
-    def sources(self) -> list[str]:
-        return [s for (s,) in self.db.execute("SELECT source FROM files ORDER BY source")]
+    def close(self) -> None:
+        self.save()
+        self.db.close()
 
-    def chunk_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- queries --------------------------------------------------------------------------------------------
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
-        """Vector and BM25 candidates, fused by reciprocal rank."""
-        vector_ranks, bm25_ranks = {}, {}
-        if len(self.vectors):
-            found = self.vectors.search(Embedder().embed([query])[0], min(CANDIDATES, len(self.vectors)))
-            vector_ranks = {int(key): rank for rank, key in enumerate(found.keys)}
-        terms = re.findall(r"\w+", query)
-        if terms:  # each term quoted, so FTS5 syntax in a user's question cannot break the query
-            match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
-            rows = self.db.execute("SELECT rowid FROM chunk_text WHERE chunk_text MATCH ? ORDER BY bm25(chunk_text) "
-                                   "LIMIT ?", (match, CANDIDATES)).fetchall()
-            bm25_ranks = {rowid: rank for rank, (rowid,) in enumerate(rows)}
-        scores = {}
-        for ranks in (vector_ranks, bm25_ranks):
-            for chunk_id, rank in ranks.items():
-                scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        hits = []
-        for chunk_id, score in sorted(scores.items(), key=lambda kv: -kv[1])[:k]:
-            row = self.db.execute("SELECT source, chunk_no, text FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
-            if row:
-                hits.append(Hit(row[0], chunk_id, row[1], row[2], score, bm25_ranks.get(chunk_id),
-                                vector_ranks.get(chunk_id)))
-        return hits
+        """The `k` best chunks for `query`: vector and BM25 candidates fused by reciprocal rank."""
+        query_vector = self.embedder.embed([query])[0]  # (384,); outside the lock, so searches overlap here
+        with self._lock:
+            n = max(k, CANDIDATES)
+            by_vector: list[int] = []
+            if len(self.vectors):
+                found = self.vectors.search(query_vector, min(n, len(self.vectors)),
+                                            exact=len(self.vectors) <= EXACT_SEARCH_UP_TO)
+                by_vector = [int(key) for key in found.keys]
+            by_bm25: list[int] = []
+            if match := fts_query(query):
+                by_bm25 = [rowid for (rowid,) in self.db.execute(
+                    "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
+                    (match, n))]
+            scores = reciprocal_rank_fusion(by_vector, by_bm25)
+            ranked = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))
+            rows = self._chunks(ranked)
+            vector_rank = {chunk_id: rank for rank, chunk_id in enumerate(by_vector, 1)}
+            bm25_rank = {chunk_id: rank for rank, chunk_id in enumerate(by_bm25, 1)}
+            hits = [Hit(rows[i][0], i, rows[i][1], rows[i][2], scores[i], bm25_rank.get(i), vector_rank.get(i))
+                    for i in ranked if i in rows]  # a vector whose chunk is gone (mid-update) is skipped
+            return hits[:k]
+
+    def sources(self) -> list[str]:
+        with self._lock:
+            return [source for (source,) in self.db.execute("SELECT source FROM files ORDER BY source")]
+
+    def source_paths(self) -> dict[str, str]:
+        """Source -> the file it was read from."""
+        with self._lock:
+            return dict(self.db.execute("SELECT source, path FROM files"))
+
+    def chunk_count(self) -> int:
+        with self._lock:
+            return self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def stats(self) -> dict:
+        """What the index holds and how it was built.
+
+        >>> Store("runs/docs-index").stats()  # doctest: +SKIP
+        {'sources': 4, 'chunks': 4, 'vectors': 4, 'embedder': 'all-MiniLM-L6-v2', 'dimension': 384, ...}
+        """
+        with self._lock:
+            sources, chunks = self.db.execute("SELECT COUNT(*), COALESCE(SUM(n_chunks), 0) FROM files").fetchone()
+            size = sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file())
+            return {"sources": sources, "chunks": chunks, "vectors": len(self.vectors), **self.settings,
+                    "bytes": size}
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _replace(self, doc: Document, digest: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        with self.db:  # one transaction per document: its old chunks go and its new ones come together
+            old_ids = self._delete(doc.source)
+            new_ids = [self.db.execute('INSERT INTO chunks (source, chunk_no, start, "end", text) VALUES (?,?,?,?,?)',
+                                       (doc.source, no, c.start, c.end, c.text)).lastrowid
+                       for no, c in enumerate(chunks)]
+            self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+                            (doc.source, doc.path, digest, _mtime(doc.path), len(chunks)))
+        self._remove_vectors(old_ids)
+        if new_ids:
+            self.vectors.add(np.array(new_ids, dtype=np.uint64), vectors)
+            self._unsaved = True
+
+    def _delete(self, source: str) -> list[int]:
+        ids = [i for (i,) in self.db.execute("SELECT id FROM chunks WHERE source = ?", (source,))]
+        self.db.execute("DELETE FROM chunks WHERE source = ?", (source,))  # the trigger updates chunks_fts
+        self.db.execute("DELETE FROM files WHERE source = ?", (source,))
+        return ids
+
+    def _remove_vectors(self, ids: list[int]) -> None:
+        if ids:
+            self.vectors.remove(np.array(ids, dtype=np.uint64))
+            self._unsaved = True
+
+    def _chunks(self, ids: list[int]) -> dict[int, tuple[str, int, str]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(f"SELECT id, source, chunk_no, text FROM chunks WHERE id IN ({marks})", ids)
+        return {row[0]: row[1:] for row in rows}
+
+    def _reconcile(self) -> None:
+        """Make the vector keys equal the chunk ids again after a run that died between SQLite and the save."""
+        count, total = self.db.execute("SELECT COUNT(*), COALESCE(SUM(id), 0) FROM chunks").fetchone()
+        keys = np.asarray(self.vectors.keys, dtype=np.uint64)
+        # Ids only grow, so ids added since the save outweigh any removed: equal count and sum mean equal sets.
+        if count == len(keys) and total == int(keys.sum()):
+            return
+        ids = {i for (i,) in self.db.execute("SELECT id FROM chunks")}
+        self._remove_vectors([int(key) for key in keys if int(key) not in ids])
+        missing = sorted(ids - {int(key) for key in keys})
+        for start in range(0, len(missing), EMBED_BATCH):
+            batch = missing[start : start + EMBED_BATCH]
+            texts = self._chunks(batch)
+            self.vectors.add(np.array(batch, dtype=np.uint64), self.embedder.embed([texts[i][2] for i in batch]))
+            self._unsaved = True
+        self.save()
+
+
+def _open_settings(directory: Path, chunk_size: int | None, overlap: int | None) -> dict:
+    """Read index.json and check this Seedbed can use the index; with chunk settings, create it if missing."""
+    meta_path = directory / "index.json"
+    if meta_path.is_file():
+        settings = json.loads(meta_path.read_text())
+        built = (settings.get("embedder"), settings.get("dimension"))
+        if built != (MODEL_NAME, DIMENSION):
+            raise ValueError(f"{directory}: index built with embedder {built[0]} ({built[1]} dimensions), but this "
+                             f"Seedbed embeds with {MODEL_NAME} ({DIMENSION}); rebuild it into a new directory")
+        if settings.get("format") != FORMAT:
+            raise ValueError(f"{directory}: index format {settings.get('format', 0)}, this Seedbed reads format "
+                             f"{FORMAT}; rebuild it into a new directory")
+        asked = (chunk_size, overlap)
+        if chunk_size is not None and asked != (settings["chunk_size"], settings["overlap"]):
+            raise ValueError(f"{directory}: index built with chunk size {settings['chunk_size']} and overlap "
+                             f"{settings['overlap']}, asked for {chunk_size} and {overlap}; pass the same "
+                             "(--chunk-size/--overlap) or build a new index")
+        return settings
+    if chunk_size is None or overlap is None:
+        raise ValueError(f"{directory}: not a Seedbed index (build one with: seedbed index FILES --out {directory})")
+    chunk_text("", chunk_size, overlap)  # reject impossible settings before creating anything
+    if directory.is_dir() and any(directory.iterdir()):
+        raise ValueError(f"{directory}: exists and is not a Seedbed index; choose a new or empty directory")
+    settings = {"format": FORMAT, "embedder": MODEL_NAME, "dimension": DIMENSION, "chunk_size": chunk_size,
+                "overlap": overlap, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    directory.mkdir(parents=True, exist_ok=True)
+    _replace_atomically(meta_path, lambda tmp: tmp.write_text(json.dumps(settings, indent=2) + "\n"))
+    return settings
+
+
+def _batches(changed: list[tuple], max_chunks: int):
+    """Consecutive groups of documents with about `max_chunks` chunks each (a long document stays whole)."""
+    batch, size = [], 0
+    for item in changed:
+        batch.append(item)
+        size += len(item[2])
+        if size >= max_chunks:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """`write(tmp)`, then rename tmp over `path`: readers see the old file or the new one, never half of one.
+    (Like recipe.atomic_write_text, but the file gets the usual permissions rather than mkstemp's 0600, so an
+    index built by one user can be served by another.)"""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _usearch_metadata(path: Path) -> dict | None:
+    from usearch.index import Index
+
+    try:
+        return Index.metadata(str(path))
+    except ValueError:  # "Not a dense USearch index!"
+        return None
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return None
