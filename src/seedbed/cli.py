@@ -18,13 +18,15 @@ from rich.console import Console
 from rich.table import Table
 
 from seedbed.recipe import (
-    DemoRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, RecipeError, ServeRecipe, load_recipe, packaged_recipe,
+    DataRecipe, DemoRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, RecipeError, ServeRecipe, load_recipe, packaged_recipe,
     validate,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Seedbed: grow your own language model on one machine.")
 models_app = typer.Typer(no_args_is_help=True, help="Models in the local cache.")
 app.add_typer(models_app, name="models")
+data_app = typer.Typer(no_args_is_help=True, help="Data curation: clean, de-duplicate, filter and split training data.")
+app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
 
@@ -59,7 +61,7 @@ def _recipe_options(stage: type[BaseModel]) -> list[inspect.Parameter]:
     return params
 
 
-def recipe_command(name: str, stage: type[BaseModel], section: str, default_recipe: str | None = None):
+def recipe_command(name: str, stage: type[BaseModel], section: str, default_recipe: str | None = None, group=None):
     """Register `fn(recipe, **extra)` as a verb whose flags are `stage`'s fields plus `--recipe FILE`.
 
     The verb's help is `fn`'s docstring; `fn`'s own parameters after the recipe become extra arguments.
@@ -99,7 +101,7 @@ def recipe_command(name: str, stage: type[BaseModel], section: str, default_reci
         # typer must read the signature above, not fn's (which functools.wraps copied over)
         del command.__wrapped__
         command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
-        return app.command(name)(command)
+        return (group or app).command(name)(command)
 
     return register
 
@@ -212,6 +214,39 @@ def serve_cmd(recipe: ServeRecipe):
     from seedbed.serve.server import run_server
 
     run_server(recipe)
+
+
+@recipe_command("prepare", DataRecipe, "data", group=data_app)
+def data_prepare_cmd(recipe: DataRecipe, paths: list[str] = typer.Argument(None, help="Input files or directories.")):
+    """Curate data: normalise, redact PII, filter toxicity, language and quality, decontaminate, de-duplicate,
+    balance and split; writes train/validation.jsonl, dropped.jsonl, report.json and report.html to --out.
+
+    Stage settings live in the recipe's `data` section (see recipes/data.yaml).
+    Example: seedbed data prepare raw.jsonl --out runs/data --recipe recipes/data.yaml
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from seedbed.data.prepare import prepare
+
+    if paths:
+        recipe.inputs = list(paths)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} records"),
+                  TimeElapsedColumn(), console=err, disable=recipe.quiet) as progress:
+        task = progress.add_task("curating", total=None)
+        report = prepare(recipe, on_progress=lambda n: progress.advance(task, n))
+    table = Table("stage", "in", "out", "dropped", "modified", "records/s", "top reasons")
+    for s in report["stages"]:
+        if not s["enabled"]:
+            continue
+        reasons = ", ".join(f"{r}={c}" for r, c in list(s["reasons"].items())[:3])
+        rate = f"{s['records_per_s']:,.0f}" if s["records_per_s"] else "-"
+        table.add_row(s["name"], f"{s['records_in']:,}", f"{s['records_out']:,}", f"{s['dropped']:,}",
+                      f"{s['modified']:,}", rate, reasons)
+    console.print(table)
+    kept, dropped = report["kept"], report["dropped"]["total"]
+    console.print(f"{report['input_records']:,} records in = {kept['total']:,} kept (train {kept['train']:,}, "
+                  f"validation {kept['validation']:,}) + {dropped:,} dropped, in {report['seconds']:.1f} s "
+                  f"({report['records_per_s']:,.0f} records/s). Report: {recipe.out}/report.html")
 
 
 @app.command("index")

@@ -20,6 +20,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+# Each data stage's config lives beside its implementation (one method = one config + one implementation).
+from seedbed.data.balance import BalanceConfig, SplitConfig
+from seedbed.data.decontaminate import DecontaminateConfig
+from seedbed.data.dedup import DedupConfig
+from seedbed.data.normalise import NormaliseConfig
+from seedbed.data.pii import PIIConfig
+from seedbed.data.quality import LanguageConfig, QualityConfig
+from seedbed.data.toxicity import ToxicityConfig
+
 
 class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -136,8 +145,32 @@ class DemoRecipe(Stage):
     eval: EvalRecipe = Field(default_factory=EvalRecipe, description="How the demo evaluates (models are set by the demo).")
 
 
+class DataRecipe(Stage):
+    """Data curation: `seedbed data prepare`. Each stage is a section of its own, configured in the recipe file."""
+
+    inputs: list[str] = Field(default_factory=list, description="Input files or directories (any shape fine-tuning reads).")
+    out: str = Field("runs/data", description="Output directory.")
+    engine: Literal["local", "ray"] = Field("local", description="local: a process pool on this machine; ray: Ray Data.")
+    ray_address: str | None = Field(None, description="Ray cluster to use with --engine ray ('auto', ray://host:port); default starts a local one.")
+    workers: int = Field(0, ge=0, description="Worker processes (0: one per CPU core).")
+    chunk_size: int = Field(1000, ge=1, description="Records per chunk of work; bounds memory per worker.")
+    examples_per_reason: int = Field(5, ge=0, description="Example records per drop reason shown in report.html.")
+    quiet: bool = Field(False, description="No progress bar.")
+    normalise: NormaliseConfig = Field(default_factory=NormaliseConfig)
+    pii: PIIConfig = Field(default_factory=PIIConfig)
+    toxicity: ToxicityConfig = Field(default_factory=ToxicityConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
 class Recipe(Stage):
     """A recipe file: one optional section per stage."""
+
+    data: DataRecipe | None = None
 
     finetune: FinetuneRecipe | None = None
     generate: GenerateRecipe | None = None

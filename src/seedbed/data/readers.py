@@ -151,6 +151,59 @@ def _read_file(path: Path, problems: list[Problem]) -> tuple[FileSummary, list[E
     return summary, examples
 
 
+def stream_records(paths: list[str | Path], problems: list[Problem]) -> Iterator[tuple[str, int, Any]]:
+    """(file, line, record) for every record of the given files and directories, without holding files whole.
+
+    JSON Lines and CSV (plain or gzipped) are streamed line by line, so memory stays flat on inputs of any size;
+    a `.json` array or a Parquet file is read whole. What cannot be read is appended to `problems`.
+    """
+    for given in paths:
+        for path in _data_files(given, problems):
+            name = str(path)
+
+            def report(line: int, field_name: str, message: str, name: str = name) -> None:
+                problems.append(Problem(name, line, field_name, message))
+
+            suffix = _suffix(path)
+            if suffix.removesuffix(".gz") in (".jsonl", ".csv"):
+                records = _streamed_records(path, suffix, report)
+            else:
+                records = _records(path, path.read_bytes(), report)
+            for line, record in records:
+                yield name, line, record
+
+
+def _streamed_records(path: Path, suffix: str, report: Report) -> Iterator[tuple[int, Any]]:
+    opener = gzip.open if suffix.endswith(".gz") else open
+    # utf-8-sig drops a leading byte-order mark; newline="" keeps U+2028 and CRs inside JSON strings intact.
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            if suffix.removesuffix(".gz") == ".csv":
+                yield from _csv_records(handle, report)
+                return
+            for number, line in enumerate(_lines(handle), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as e:
+                    report(number, "-", f"invalid JSON: {e.msg} (column {e.colno})")
+    except (OSError, EOFError) as e:
+        report(0, "-", f"cannot read: {e}")
+    except UnicodeDecodeError as e:
+        report(0, "-", f"not UTF-8 text: {e.reason}")
+
+
+def _lines(handle) -> Iterator[str]:
+    """Lines split on "\n" only, as `_jsonl_records` splits them, read in bounded pieces."""
+    pending = ""
+    while piece := handle.read(1 << 20):
+        pending += piece
+        *complete, pending = pending.split("\n")
+        yield from complete
+    yield pending
+
+
 # ---- file formats: each yields (line, record) and reports what it cannot read -------------------------------
 
 Report = Callable[[int, str, str], None]
@@ -255,9 +308,10 @@ def _object_value_offsets(text: str, pos: int) -> dict[str, int]:
     return offsets
 
 
-def _csv_records(text: str, report: Report) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_records(text, report: Report) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of CSV given as text or as an open text file."""
     # csv.reader rather than DictReader: DictReader skips blank lines unseen, which would put our line count off.
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline="") if isinstance(text, str) else text)
     try:
         header = next(reader, None)
         while header is not None:

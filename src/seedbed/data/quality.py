@@ -1,0 +1,150 @@
+"""Quality heuristics and language identification: drop text a model should not learn from.
+
+The rules are the Gopher quality filter's (Rae et al. 2021, "Scaling Language Models", appendix A.1.1) plus
+two of C4's (Raffel et al. 2020: "lorem ipsum" and "enable JavaScript" boilerplate). Gopher's thresholds were
+set for web pages; for instruction records, which are often one short question and answer, the minimum
+length is lower (`min_words` 3 rather than 50). Every rule has its own reason, so report.json says which rule
+dropped what.
+
+>>> check_quality("the cat sat on the mat and that was that", QualityConfig())
+>>> check_quality("buy buy buy buy buy buy buy buy buy buy buy buy", QualityConfig())
+'no_stop_words'
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class QualityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Run the quality stage.")
+    min_words: int = Field(3, ge=0, description="Fewest words (Gopher: 50, for web pages).")
+    max_words: int = Field(100_000, ge=1, description="Most words (Gopher: 100,000).")
+    min_mean_word_length: float = Field(2.0, ge=0, description="Gopher: 3; lower here because Q&A has many short words.")
+    max_mean_word_length: float = Field(10.0, ge=0, description="Gopher: 10.")
+    max_symbol_ratio: float = Field(0.1, ge=0, description="'#' runs and ellipses per word (Gopher: 0.1).")
+    max_bullet_lines: float = Field(0.9, ge=0, le=1, description="Share of lines starting with a bullet (Gopher: 0.9).")
+    max_ellipsis_lines: float = Field(0.3, ge=0, le=1, description="Share of lines ending with an ellipsis (Gopher: 0.3).")
+    min_alpha_words: float = Field(0.8, ge=0, le=1, description="Share of words with a letter (Gopher: 0.8).")
+    max_digit_ratio: float = Field(0.5, ge=0, le=1, description="Share of non-space characters that are digits (tables of numbers).")
+    min_stop_words: int = Field(2, ge=0, description="English stop words required (Gopher: 2 of the, be, to, of, and, that, have, with); 0 for other languages.")
+    max_duplicate_lines: float = Field(0.3, ge=0, le=1, description="Share of lines that repeat an earlier line (Gopher: 0.3).")
+    max_top_ngram: dict[int, float] = Field(
+        {2: 0.2, 3: 0.18, 4: 0.16}, description="Share of characters in the most frequent n-gram, by n (Gopher).")
+    max_duplicate_ngrams: dict[int, float] = Field(
+        {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="Share of characters in repeated n-grams, by n (Gopher).")
+    repetition_min_words: int = Field(50, ge=0, description="Apply the n-gram repetition rules only to texts this long (Gopher's own minimum length): in a short answer, naming the subject three times is not spam.")
+    boilerplate: bool = Field(True, description="Drop 'lorem ipsum' and 'enable JavaScript' pages (C4).")
+
+
+class LanguageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Run language identification.")
+    keep: list[str] = Field(["en"], description="ISO 639-1 codes to keep; others are dropped as 'language:<code>'.")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="Below this the record is dropped as 'language:uncertain'.")
+    min_words: int = Field(4, ge=0, description="Texts with fewer words are not judged (too short to tell); quality decides on them.")
+    max_chars: int = Field(1000, ge=50, description="Identify on the first N characters: enough for the decision, bounded cost.")
+
+
+STOP_WORDS = frozenset("the be to of and that have with".split())  # Gopher's list
+_WORD = re.compile(r"\S+")
+_ALPHA = re.compile(r"[^\W\d_]")
+_HASHES = re.compile(r"#+")
+_BULLET = re.compile(r"^\s*(?:[-*•‣◦▪]|\d+[.)])\s")
+_BOILERPLATE = re.compile(r"lorem ipsum|enable javascript|javascript (?:is disabled|must be enabled)", re.I)
+
+
+def check_quality(text: str, config: QualityConfig) -> str | None:
+    """The name of the first rule the text breaks, or None if it passes."""
+    words = _WORD.findall(text)
+    n = len(words)
+    if n < config.min_words:
+        return "too_short"
+    if n > config.max_words:
+        return "too_long"
+    mean = sum(map(len, words)) / n
+    if not config.min_mean_word_length <= mean <= config.max_mean_word_length:
+        return "mean_word_length"
+    # Runs of '#' count once: GSM8K's "#### 72" answer marker is one symbol, as a hashtag or a heading is.
+    if (len(_HASHES.findall(text)) + text.count("...") + text.count("…")) / n > config.max_symbol_ratio:
+        return "symbol_ratio"
+    if sum(1 for w in words if _ALPHA.search(w)) / n < config.min_alpha_words:
+        return "not_alphabetic"
+    chars = sum(1 for c in text if not c.isspace())
+    if chars and sum(c.isdigit() for c in text) / chars > config.max_digit_ratio:
+        return "digit_ratio"
+    if config.min_stop_words and len(STOP_WORDS.intersection(w.lower() for w in words)) < config.min_stop_words:
+        return "no_stop_words"
+    lines = [line for line in text.split("\n") if line.strip()]
+    if lines:
+        if sum(bool(_BULLET.match(line)) for line in lines) / len(lines) > config.max_bullet_lines and len(lines) > 2:
+            return "bullet_lines"
+        if sum(line.rstrip().endswith(("...", "…")) for line in lines) / len(lines) > config.max_ellipsis_lines:
+            return "ellipsis_lines"
+        if len(lines) > 2 and 1 - len(set(lines)) / len(lines) > config.max_duplicate_lines:
+            return "duplicate_lines"
+    if config.boilerplate and _BOILERPLATE.search(text):
+        return "boilerplate"
+    return _repetition(words, config) if n >= config.repetition_min_words else None
+
+
+def _repetition(words: list[str], config: QualityConfig) -> str | None:
+    lowered = [w.lower() for w in words]
+    total = sum(map(len, lowered)) or 1
+    for n, limit in sorted(config.max_top_ngram.items()):
+        if len(lowered) < n + 1:
+            break
+        grams = Counter(zip(*(lowered[i:] for i in range(n))))
+        gram, count = grams.most_common(1)[0]
+        if count > 1 and count * sum(map(len, gram)) / total > limit:
+            return f"top_{n}gram"
+    for n, limit in sorted(config.max_duplicate_ngrams.items()):
+        if len(lowered) < 2 * n:
+            break
+        seen: set[tuple[str, ...]] = set()
+        covered = [False] * len(lowered)  # each word counted once, as Gopher counts characters, not n-grams
+        for i in range(len(lowered) - n + 1):
+            gram = tuple(lowered[i:i + n])
+            if gram in seen:
+                covered[i:i + n] = [True] * n
+            else:
+                seen.add(gram)
+        if sum(len(w) for w, c in zip(lowered, covered) if c) / total > limit:
+            return f"duplicate_{n}grams"
+    return None
+
+
+@lru_cache(maxsize=1)
+def _identifier():
+    # py3langid: langid.py's model (Lui & Baldwin 2012, 97 languages) with numpy inference; runs offline.
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def identify_language(text: str, config: LanguageConfig) -> tuple[str, float]:
+    """(ISO 639-1 code, probability) of the text's language.
+
+    >>> identify_language("The quick brown fox jumps over the lazy dog.", LanguageConfig())[0]
+    'en'
+    """
+    language, probability = _identifier().classify(text[: config.max_chars])
+    return language, float(probability)
+
+
+def check_language(text: str, config: LanguageConfig) -> tuple[str, str | None]:
+    """(language label for the histogram, drop reason or None)."""
+    if len(text.split(None, config.min_words)) < config.min_words:
+        return "too_short_to_tell", None
+    language, probability = identify_language(text, config)
+    if probability < config.min_confidence:
+        return "uncertain", "uncertain"
+    return language, None if language in config.keep else language
