@@ -51,7 +51,7 @@ class LanguageConfig(BaseModel):
     keep: list[str] = Field(["en"], description="ISO 639-1 codes to keep; others are dropped as 'language:<code>'.")
     min_confidence: float = Field(0.5, ge=0, le=1, description="Below this the record is dropped as 'language:uncertain'.")
     min_words: int = Field(4, ge=0, description="Texts with fewer words are not judged (too short to tell); quality decides on them.")
-    max_chars: int = Field(1000, ge=50, description="Identify on the first N characters: enough for the decision, bounded cost.")
+    max_chars: int = Field(300, ge=50, description="Identify on the first N characters: enough for the decision (a few sentences), bounded cost.")
 
 
 STOP_WORDS = frozenset("the be to of and that have with".split())  # Gopher's list
@@ -98,27 +98,32 @@ def check_quality(text: str, config: QualityConfig) -> str | None:
 
 def _repetition(words: list[str], config: QualityConfig) -> str | None:
     lowered = [w.lower() for w in words]
-    total = sum(map(len, lowered)) or 1
+    lengths = [len(w) for w in lowered]
+    total = sum(lengths) or 1
     for n, limit in sorted(config.max_top_ngram.items()):
         if len(lowered) < n + 1:
             break
-        grams = Counter(zip(*(lowered[i:] for i in range(n))))
-        gram, count = grams.most_common(1)[0]
+        gram, count = Counter(zip(*(lowered[i:] for i in range(n)))).most_common(1)[0]
         if count > 1 and count * sum(map(len, gram)) / total > limit:
             return f"top_{n}gram"
-    for n, limit in sorted(config.max_duplicate_ngrams.items()):
+    limits = sorted(config.max_duplicate_ngrams.items())
+    for n, limit in limits:
         if len(lowered) < 2 * n:
             break
         seen: set[tuple[str, ...]] = set()
-        covered = [False] * len(lowered)  # each word counted once, as Gopher counts characters, not n-grams
-        for i in range(len(lowered) - n + 1):
-            gram = tuple(lowered[i:i + n])
+        covered = bytearray(len(lowered))  # each word counted once, as Gopher counts characters, not n-grams
+        for i, gram in enumerate(zip(*(lowered[i:] for i in range(n)))):
             if gram in seen:
-                covered[i:i + n] = [True] * n
+                covered[i:i + n] = b"\1" * n
             else:
                 seen.add(gram)
-        if sum(len(w) for w, c in zip(lowered, covered) if c) / total > limit:
+        share = sum(length for length, c in zip(lengths, covered) if c) / total
+        if share > limit:
             return f"duplicate_{n}grams"
+        # Text covered by repeated longer n-grams is covered by repeated shorter ones too, so the share can only
+        # fall as n grows: below the smallest remaining limit, no longer n can fail.
+        if share <= min(rest for m, rest in limits if m >= n):
+            break
     return None
 
 
