@@ -181,13 +181,7 @@ def _streamed_records(path: Path, suffix: str, report: Report) -> Iterator[tuple
             if suffix.removesuffix(".gz") == ".csv":
                 yield from _csv_records(handle, report)
                 return
-            for number, line in enumerate(_lines(handle), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as e:
-                    report(number, "-", f"invalid JSON: {e.msg} (column {e.colno})")
+            yield from _jsonl_records(_lines(handle), report)
     except (OSError, EOFError) as e:
         report(0, "-", f"cannot read: {e}")
     except UnicodeDecodeError as e:
@@ -228,9 +222,11 @@ def _records(path: Path, raw: bytes, report: Report) -> Iterator[tuple[int, Any]
     yield from readers[suffix.removesuffix(".gz")](text, report)
 
 
-def _jsonl_records(text: str, report: Report) -> Iterator[tuple[int, Any]]:
+def _jsonl_records(text, report: Report) -> Iterator[tuple[int, Any]]:
+    """Records of JSON Lines given as text or as an iterator of lines."""
     # Split on "\n" only: str.splitlines would also split at U+2028, which JSON allows unescaped in strings.
-    for number, line in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n") if isinstance(text, str) else text
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
