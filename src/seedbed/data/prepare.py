@@ -29,7 +29,7 @@ from seedbed.data.balance import balance, histogram, split
 from seedbed.data.dedup import band_keys, near_duplicate_clusters
 from seedbed.data.engines import default_workers, run_local, run_ray
 from seedbed.data.readers import DataError, Problem, stream_records
-from seedbed.data.records import Item, output_record, text_of
+from seedbed.data.records import Item, output_record, text_of, to_item
 from seedbed.data.shapes import BadField
 from seedbed.data.stages import STAGES, TOXICITY_EDGES, dropped_entry, new_stats
 from seedbed.recipe import DataRecipe, save_recipe
@@ -64,8 +64,6 @@ def prepare(recipe: DataRecipe, on_progress: Callable[[int], None] | None = None
 def _chunks(recipe: DataRecipe, problems: list[Problem], inputs: list[dict]) -> Iterator[list[Item]]:
     """Validated records in chunks. After the first malformed record nothing more is sent to the stages, but the
     files are still read to the end so that the error lists every problem, not just the first."""
-    from seedbed.data.records import to_item
-
     chunk: list[Item] = []
     files: dict[str, dict] = {}
     for file, line, record in stream_records(recipe.inputs, problems):
@@ -142,7 +140,6 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
     signatures_file = (work / "signatures.u32").open("wb")
     ids: list[str] = []
     categories: list[str] = []
-    lengths: list[int] = []
     exact_keys: list[np.ndarray] = []
     bands: list[np.ndarray] = []
 
@@ -158,7 +155,6 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
             kept_file.write(json.dumps(item, ensure_ascii=False) + "\n")
             ids.append(item["id"])
             categories.append(item["category"])
-            lengths.append(sum(len(v) for v in _strings(item["record"])))
         exact_keys.append(result["exact"])
         if recipe.dedup.near and len(result["kept"]):
             result["signatures"].astype(np.uint32).tofile(signatures_file)
@@ -235,8 +231,9 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
                 item = json.loads(line)
                 accounts.add_dropped(dropped_entry(item, stage, reason, detail, text_of(item)))
                 continue
-            record = json.dumps(output_record(json.loads(line)), ensure_ascii=False)
-            length_after[_bin(lengths[i])] += 1
+            item = json.loads(line)
+            record = json.dumps(output_record(item), ensure_ascii=False)
+            length_after[_bin(len(text_of(item)))] += 1  # measured as length_before is, on the record's text
             if i in validation:
                 val_out.write(record + "\n")
                 counts["validation"] += 1
@@ -253,10 +250,10 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
     report = _report(recipe, inputs, accounts, counts, clusters, category_before,
                      histogram(categories[i] for i in final), LENGTH_EDGES, length_after, workers, total_seconds,
                      map_seconds)
-    _write_text(work / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (work / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     from seedbed.data.datasheet import render_datasheet
 
-    _write_text(work / "report.html", render_datasheet(report))
+    (work / "report.html").write_text(render_datasheet(report), encoding="utf-8")
     save_recipe(recipe, work / "recipe.yaml", "data")
     return report
 
@@ -271,27 +268,12 @@ class _Rows:
         return self.signatures[self.survivors[local]]
 
 
-def _strings(value) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
 def _global_stats(accounts: _Accounts, stage: str, records_in: int, drop_stage: dict, start: float,
                   disabled: bool = False) -> None:
     stats = accounts.stats[stage]
     reasons = Counter(f"{s}:{r}" for s, r, _ in drop_stage.values() if s == stage)
     stats.update(records_in=records_in, dropped=sum(reasons.values()), reasons=reasons,
                  seconds=time.perf_counter() - start, disabled=disabled)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
 
 
 def _report(recipe, inputs, accounts: _Accounts, counts, clusters, category_before, category_after, edges,
