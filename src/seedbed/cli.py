@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from seedbed.recipe import (
-    DataRecipe, DemoRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, RecipeError, ServeRecipe, load_recipe, packaged_recipe,
-    validate,
+    CompareRecipe, DataRecipe, DemoRecipe, DistillRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, QuantizeRecipe,
+    RecipeError, ServeRecipe, load_recipe, packaged_recipe, validate,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Seedbed: grow your own language model on one machine.")
@@ -247,6 +247,79 @@ def data_prepare_cmd(recipe: DataRecipe, paths: list[str] = typer.Argument(None,
     console.print(f"{report['input_records']:,} records in = {kept['total']:,} kept (train {kept['train']:,}, "
                   f"validation {kept['validation']:,}) + {dropped:,} dropped, in {report['seconds']:.1f} s "
                   f"({report['records_per_s']:,.0f} records/s). Report: {recipe.out}/report.html")
+
+
+@recipe_command("quantize", QuantizeRecipe, "quantize")
+def quantize_cmd(recipe: QuantizeRecipe):
+    """Quantize a model: int8, int8-dynamic or int4 in PyTorch, or a GGUF file (f16, q8_0, q4_k_m) for llama.cpp.
+
+    The output directory loads like any model: `seedbed generate --model OUT` (and `--engine llama.cpp` for GGUF).
+    Example: seedbed quantize --model runs/my-model --method q4_k_m --out runs/my-model-q4
+    """
+    from seedbed.compress.quantize import quantize
+
+    with err.status(f"quantizing {recipe.model} ({recipe.method})", spinner="dots") if not recipe.quiet else _nothing():
+        result = quantize(recipe)
+    r = result.report
+    console.print(
+        f"[green]Done.[/green] {recipe.method}: linear weights {r['linear_bytes_before'] / 2**20:,.1f} → "
+        f"{r['linear_bytes_after'] / 2**20:,.1f} MiB ({r['linear_ratio']}x smaller), all weights "
+        f"{r['weight_bytes_before'] / 2**20:,.1f} → {r['weight_bytes_after'] / 2**20:,.1f} MiB "
+        f"({r['total_ratio']}x), in {r['seconds']:.0f} s. Model, recipe.yaml and quantize.json in {result.out}"
+    )
+
+
+@recipe_command("distill", DistillRecipe, "distill")
+def distill_cmd(recipe: DistillRecipe):
+    """Distill a teacher into a smaller student: logit (KL at temperature T, mixed with cross-entropy) or
+    sequence level (the student learns the teacher's generated answers; the teacher may be a `seedbed serve` URL).
+
+    --student is a model directory that shares the teacher's tokenizer, or a preset built from the teacher:
+    keep-every-K (same width, every K-th layer, first and last kept; e.g. keep-every-2, keep-every-3);
+    narrow-half / narrow-third (width, heads and every 2nd layer, weights selected from the teacher's: 36% / 22%
+    of Gemma 3 270M's parameters).
+    Example: seedbed distill --teacher runs/my-model --student narrow-half --data train.jsonl --out runs/student
+    """
+    from seedbed.compress.distill import distill
+
+    result = distill(recipe)
+    m = result.metrics
+    if "stopped_at_step" in m:
+        console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed distill --out {result.out} --resume")
+        return
+    console.print(f"[green]Done.[/green] Student, recipe.yaml, metrics.json and model card in {result.out}")
+
+
+@recipe_command("compare", CompareRecipe, "compare")
+def compare_cmd(recipe: CompareRecipe,
+                specs: list[str] = typer.Argument(None, metavar="MODEL...", help="NAME=MODEL pairs (or MODEL alone).")):
+    """Compare models side by side: parameters, file size, peak RAM, load time, prompt and decode tokens/s,
+    held-out loss and task accuracy; writes compare.md, compare.json and a quality-vs-speed plot compare.png.
+
+    A GGUF model (a .gguf file, or a directory `seedbed quantize` wrote one to) is run with llama.cpp.
+    Example: seedbed compare tuned=runs/my-model int8=runs/my-model-int8 q4=runs/my-model-q4 --data heldout.jsonl
+    """
+    from seedbed.compress.compare import compare
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if specs:
+        recipe.models = list(specs)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  disable=recipe.quiet) as progress:
+        task = progress.add_task("measuring", total=len(recipe.models))
+        result = compare(recipe, on_model=lambda i, name: progress.update(
+            task, completed=i, description=f"measuring {name} ({i + 1}/{len(recipe.models)})"))
+    console.print(result.markdown, markup=False, highlight=False)
+    console.print(f"Table, data and plot in {recipe.out}/compare.md, compare.json, compare.png")
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 @app.command("index")

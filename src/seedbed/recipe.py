@@ -77,6 +77,7 @@ class GenerateRecipe(Stage):
     """Text generation from a model."""
 
     model: str = Field("gemma-3-270m", description="Model: a name, a local directory or a .gguf file.")
+    engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
     max_new_tokens: int = Field(256, ge=1, description="Most tokens to generate.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 means greedy).")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens with this much probability.")
@@ -91,6 +92,7 @@ class EvalRecipe(Stage):
     """Held-out loss and exact-match accuracy, zero- and few-shot, for one or more models on the same questions."""
 
     models: list[str] = Field(default_factory=lambda: ["base=gemma-3-270m"], description="NAME=MODEL pairs (or a MODEL alone).")
+    engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
     data: list[str] = Field(default_factory=list, description="Held-out files with reference answers.")
     pool: list[str] = Field(default_factory=list, description="Files to draw few-shot examples from (never the held-out ones).")
     shots: list[int] = Field(default_factory=lambda: [0, 3], description="Few-shot counts to run each model with (0 = zero-shot).")
@@ -113,6 +115,7 @@ class ServeRecipe(Stage):
     """An OpenAI-compatible server for one or more models."""
 
     model: list[str] = Field(default_factory=list, description="NAME=MODEL to serve (repeat for several).")
+    engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     api_key: list[str] = Field(default_factory=list, description="Accepted API keys (repeatable); none: no auth.")
@@ -167,6 +170,72 @@ class DataRecipe(Stage):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 
+QUANTIZE_METHODS = ("int8", "int8-dynamic", "int4", "f16", "q8_0", "q4_k_m")
+
+
+class QuantizeRecipe(Stage):
+    """Quantize a model: int8 / int4 in PyTorch (torchao), or a GGUF file (f16, q8_0, q4_k_m) for llama.cpp."""
+
+    model: str = Field("gemma-3-270m", description="Model to quantize: a name, a local directory or a hub id.")
+    method: Literal["int8", "int8-dynamic", "int4", "f16", "q8_0", "q4_k_m"] = Field(
+        "int8", description="int8: int8 weights; int8-dynamic: int8 weights and activations; int4: int4 weights "
+        "(PyTorch: torchao for int8, aten kernels for int4); f16, q8_0, q4_k_m: GGUF files for llama.cpp.")
+    out: str = Field("runs/quantized", description="Output directory.")
+    group_size: int = Field(128, ge=16, description="int4: weights sharing one scale (smaller: more accurate, bigger).")
+    quiet: bool = Field(False, description="No progress output.")
+
+
+class DistillRecipe(Stage):
+    """Knowledge distillation: train a smaller student to imitate a teacher (logit or sequence level)."""
+
+    teacher: str | None = Field(None, description="Teacher model: a local directory, a name or a hub id (needed unless resuming).")
+    student: str = Field("keep-every-2", description="Student: a model directory / hub id, or a preset (see `seedbed distill --help`).")
+    data: list[str] = Field(default_factory=list, description="Training prompts/examples (any shape fine-tuning reads).")
+    val_data: list[str] = Field(default_factory=list, description="Validation files; if empty, val_fraction of data is held out.")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of data held out for validation when val_data is empty.")
+    out: str = Field("runs/distill", description="Output directory.")
+    mode: Literal["logit", "sequence"] = Field("logit", description="logit: match the teacher's token distributions (KL); sequence: train on the teacher's generated answers.")
+    # Hinton, Vinyals & Dean 2015 ("Distilling the Knowledge in a Neural Network"): soft targets at a raised
+    # temperature, KL scaled by T^2, mixed with the hard-label loss; T=2 and an even mix as in DistilBERT-style
+    # recipes (Sanh et al. 2019 weight the soft loss most); see seedbed/compress/distill.py for the loss.
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature for the teacher's and student's distributions.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha weights the usual cross-entropy.")
+    teacher_url: str | None = Field(None, description="sequence mode: an OpenAI-compatible server (e.g. `seedbed serve`) to generate with.")
+    teacher_name: str | None = Field(None, description="sequence mode: the model name on teacher_url.")
+    teacher_max_new_tokens: int = Field(256, ge=1, description="sequence mode: most tokens per teacher answer.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
+    batch_size: int = Field(4, ge=1, description="Sequences per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate (the student is trained in full).")
+    warmup: float = Field(0.03, ge=0, description="Warmup: a ratio of total steps if < 1, else a step count.")
+    scheduler: str = Field("cosine", description="Learning-rate schedule after warmup.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer examples are truncated and counted.")
+    eval_steps: int = Field(50, ge=1, description="Validation loss and KL every N steps.")
+    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
+    logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
+    max_records: int | None = Field(None, ge=1, description="Train on a seeded random subset of N examples.")
+    seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
+    resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
+    quiet: bool = Field(False, description="No progress bar.")
+
+
+class CompareRecipe(Stage):
+    """Size, speed and quality of several models side by side: a markdown table and a quality-vs-speed plot."""
+
+    models: list[str] = Field(default_factory=list, description="NAME=MODEL (a directory, .gguf file or quantized directory); repeat.")
+    data: list[str] = Field(default_factory=list, description="Held-out files with reference answers (for loss and accuracy).")
+    limit: int | None = Field(32, ge=1, description="Held-out examples to score (None: all).")
+    max_new_tokens: int = Field(192, ge=1, description="Most tokens per generated answer (accuracy).")
+    threads: int = Field(2, ge=1, description="CPU threads for every engine (speed is measured on the CPU unless a GPU is present).")
+    prompt_tokens: int = Field(128, ge=1, description="Prompt length for the prompt-speed measurement.")
+    decode_tokens: int = Field(64, ge=1, description="Tokens decoded for the decode-speed measurement.")
+    repeats: int = Field(3, ge=1, description="Speed measurements per model; the median is reported.")
+    out: str = Field("runs/compare", description="Directory for compare.md, compare.json and compare.png.")
+    quiet: bool = Field(False, description="No progress bar.")
+
+
 class Recipe(Stage):
     """A recipe file: one optional section per stage."""
 
@@ -177,6 +246,9 @@ class Recipe(Stage):
     eval: EvalRecipe | None = None
     serve: ServeRecipe | None = None
     demo: DemoRecipe | None = None
+    quantize: QuantizeRecipe | None = None
+    distill: DistillRecipe | None = None
+    compare: CompareRecipe | None = None
 
 
 class RecipeError(ValueError):

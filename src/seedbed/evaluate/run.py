@@ -2,6 +2,7 @@
 
     seedbed eval --models base=gemma-3-270m --models tuned=runs/demo/model --data heldout.jsonl \
         --pool train.jsonl --shots 0 --shots 3 --out runs/eval
+    seedbed eval --engine llama.cpp --models q4=runs/q4 --data heldout.jsonl --shots 0
 
 Every condition (model x shots) answers the same questions, greedily, so rows differ only by model and prompt.
 """
@@ -101,17 +102,28 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
 
 def _evaluate_model(model_name: str, conditions: list[tuple[str, str, int]], questions: list[Example],
                     pool: list[Example], recipe: EvalRecipe) -> list[ConditionResult]:
-    from seedbed.models import load_model
+    if recipe.engine == "llama.cpp":
+        from seedbed.llamacpp import LlamaCppModel
 
-    model, tokenizer = load_model(model_name)
-    held = heldout_loss(model, tokenizer, questions, max_length=recipe.max_length, batch_size=recipe.batch_size)
+        llama = LlamaCppModel(model_name)
+        tokenizer = llama.tokenizer
+        held = llama.heldout_loss(questions, max_length=recipe.max_length)
+        complete = llama.generate
+    else:
+        from seedbed.models import load_model
+
+        model, tokenizer = load_model(model_name)
+        held = heldout_loss(model, tokenizer, questions, max_length=recipe.max_length, batch_size=recipe.batch_size)
+
+        def complete(prompts, sampling, progress=None):
+            return generate(model, tokenizer, prompts, sampling, recipe.batch_size, progress=progress)
     loss = None if math.isnan(held["loss"]) else held["loss"]
     sampling = Sampling(greedy=True, max_new_tokens=recipe.max_new_tokens)
     results = []
     for name, _, shots in conditions:
         prompts = [render_prompt(tokenizer, fewshot_messages(q, pool, shots, recipe.seed)) for q in questions]
         with _progress(f"{name} {shots}-shot", len(prompts), recipe.quiet) as advance:
-            predictions = generate(model, tokenizer, prompts, sampling, recipe.batch_size, progress=advance)
+            predictions = complete(prompts, sampling, progress=advance)
         references = [q.reference() for q in questions]
         correct = [is_correct(p, r) for p, r in zip(predictions, references)]
         samples = [{"question": q.prompt_messages()[-1]["content"], "reference": r, "prediction": p, "correct": c}

@@ -1,6 +1,7 @@
 """Turn a `ServeRecipe` into a running server: load each model, the tools and the retrieval indexes, then uvicorn.
 
     seedbed serve --model tuned=runs/demo/model --api-key sk-local --rag tuned=runs/docs-index
+    seedbed serve --engine llama.cpp --model q4=runs/q4
 """
 
 from __future__ import annotations
@@ -54,10 +55,21 @@ def build_config(recipe: ServeRecipe) -> ServerConfig:
 
     fewshot = {name: FewshotProfile.load([path], recipe.fewshot_k, recipe.fewshot_mode)
                for name, path in fewshot_paths.items()}
-    engines = {name: Engine(name, path, recipe.max_batch, recipe.batch_window_ms) for name, path in models.items()}
+    engines = {name: _engine_class(recipe.engine)(name, path, max_batch=recipe.max_batch,
+                                                  batch_window_ms=recipe.batch_window_ms)
+               for name, path in models.items()}
     limits = Limits(recipe.max_prompt_tokens, recipe.max_tokens, recipe.default_max_tokens, recipe.max_body_bytes,
                     recipe.request_timeout_s)
     return ServerConfig(engines, keys, limits, tools, rag, fewshot, recipe.log_content)
+
+
+def _engine_class(engine: str):
+    """The engine that runs each model: torch (transformers, batched) or llama.cpp (GGUF, one request at a time)."""
+    if engine == "llama.cpp":
+        from seedbed.serve.llamacpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine
+    return Engine
 
 
 def run_server(recipe: ServeRecipe) -> None:

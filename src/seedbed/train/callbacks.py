@@ -15,7 +15,8 @@ WALL_TIME_FILE = "seedbed_wall_time.json"
 class RichProgress(TrainerCallback):
     """One progress bar over optimizer steps, with the latest loss, tokens/s and an ETA."""
 
-    def __init__(self, disable: bool = False):
+    def __init__(self, disable: bool = False, label: str = "finetune"):
+        self.label = label
         self.disable = disable
         self.progress = None
         self.started_at = 0.0
@@ -25,7 +26,7 @@ class RichProgress(TrainerCallback):
         if self.disable:
             return
         self.progress = Progress(
-            TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         )
         self.progress.start()

