@@ -299,6 +299,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private (0600); what we write is meant to be shared like any output
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -120,6 +120,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("decode tokens/s (higher is faster)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="y", useOffset=False)
     fig.suptitle("Quality vs decode speed (circles: PyTorch, squares: llama.cpp)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
