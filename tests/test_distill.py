@@ -4,13 +4,10 @@ weights, tokenizers must match, and sequence-level distillation learns a served 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import pytest
 import torch
-from conftest import qa_records, write_jsonl
+from conftest import qa_records, running_server, write_jsonl
 from safetensors.torch import load_file
 
 from seedbed.compress.distill import TEACHER_ANSWERS, distill, teacher_answers
@@ -146,31 +143,15 @@ def test_a_student_with_another_tokenizer_is_refused(teacher, data, tmp_path):
         distill(quick_recipe(teacher, data, tmp_path / "o", student=str(other)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def served_teacher(teacher):
-    import uvicorn
-
     from seedbed.serve.app import ServerConfig, create_app
     from seedbed.serve.engine import Engine
 
     config = ServerConfig({"teacher": Engine("teacher", str(teacher), max_batch=8, batch_window_ms=20)})
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(config)) as url:
+        yield url
 
 
 def test_sequence_distillation_learns_a_served_teachers_answers(teacher, served_teacher, data, tmp_path):

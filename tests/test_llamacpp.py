@@ -10,16 +10,13 @@ f32 GGUF compares the engines in seconds.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
-import threading
-import time
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import qa_records, write_jsonl
+from conftest import qa_records, running_server, write_jsonl
 from seedbed.cli import app
 from seedbed.llamacpp import LlamaCppMissing, LlamaCppModel, find_gguf
 from seedbed.models import ModelLoadError
@@ -218,32 +215,16 @@ def test_tiny_llama_gguf_equals_torch(tiny_model, tiny_gguf_dir):
 
 # --- the server, through the official openai SDK ----------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(gemma_dir):
-    import uvicorn
-
     from seedbed.recipe import ServeRecipe
     from seedbed.serve.app import create_app
     from seedbed.serve.server import build_config
 
     config = build_config(ServeRecipe(model=[f"q4={gemma_dir}"], engine="llama.cpp", api_key=["sk-test"]))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", config
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(config)) as url:
+        yield url, config
 
 
 @pytest.fixture(scope="module")

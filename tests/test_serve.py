@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 
 import httpx
 import openai
 import pytest
 
+from conftest import free_port, running_server
 from seedbed.serve.app import Limits, ServerConfig, create_app
 from seedbed.serve.engine import Engine, Request
 
 KEY = "sk-test-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +23,9 @@ def engine(tiny_model):
 
 @pytest.fixture(scope="module")
 def server(engine):
-    import uvicorn
-
     config = ServerConfig({"tiny": engine}, api_keys=[KEY], limits=Limits(max_prompt_tokens=200, max_tokens=64))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", config
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(config)) as url:
+        yield url, config
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +203,7 @@ def test_seedbed_serve_command_end_to_end(tiny_model):
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "seedbed.cli", "serve", "--model", f"tiny={tiny_model}",
                                 "--api-key", "K", "--port", str(port)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)

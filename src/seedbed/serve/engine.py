@@ -44,25 +44,14 @@ class Request:
         self._loop.call_soon_threadsafe(self._out.put_nowait, item)
 
 
-class Engine:
-    """A loaded model and its batching worker.
+class QueuedEngine:
+    """What every engine shares with the HTTP API: a request queue drained by one worker thread, and `stream` /
+    `complete`, which hand a request to the worker and relay its text pieces back to the event loop."""
 
-    >>> engine = Engine("tiny", "path/to/model")  # doctest: +SKIP
-    >>> async for piece in engine.stream(Request(tokenizer_ids, max_tokens=20)): print(piece, end="")  # doctest: +SKIP
-    """
-
-    def __init__(self, name: str, path: str, max_batch: int = 8, batch_window_ms: float = 10.0):
-        from seedbed.models import load_model
-
+    def _start(self, name: str, path: str) -> None:
         self.name, self.path = name, path
-        self.model, self.tokenizer = load_model(path)
-        self.model.eval()
-        self.max_batch = max_batch
-        self.batch_window = batch_window_ms / 1000
-        self.eos_ids = set(self.model.generation_config.eos_token_id or [])
-        self.max_context = getattr(self.model.config, "max_position_embeddings", 2048)
         self.waiting: queue.Queue[Request] = queue.Queue()
-        self.running = 0  # requests in the batch being decoded
+        self.running = 0  # requests being decoded now
         self.created = int(time.time())
         threading.Thread(target=self._worker, daemon=True, name=f"engine-{name}").start()
 
@@ -83,10 +72,32 @@ class Engine:
                     raise piece
                 yield piece
         finally:
-            request.cancelled = True  # a client that went away stops its row at the next step
+            request.cancelled = True  # a client that went away stops its decode at the next step
 
     async def complete(self, request: Request) -> str:
         return "".join([piece async for piece in self.stream(request)])
+
+    def _worker(self) -> None:
+        raise NotImplementedError
+
+
+class Engine(QueuedEngine):
+    """A loaded model and its batching worker.
+
+    >>> engine = Engine("tiny", "path/to/model")  # doctest: +SKIP
+    >>> async for piece in engine.stream(Request(tokenizer_ids, max_tokens=20)): print(piece, end="")  # doctest: +SKIP
+    """
+
+    def __init__(self, name: str, path: str, max_batch: int = 8, batch_window_ms: float = 10.0):
+        from seedbed.models import load_model
+
+        self.model, self.tokenizer = load_model(path)
+        self.model.eval()
+        self.max_batch = max_batch
+        self.batch_window = batch_window_ms / 1000
+        self.eos_ids = set(self.model.generation_config.eos_token_id or [])
+        self.max_context = getattr(self.model.config, "max_position_embeddings", 2048)
+        self._start(name, path)
 
     # --- the worker thread ---------------------------------------------------------------------------------
 

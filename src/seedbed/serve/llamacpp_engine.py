@@ -10,16 +10,12 @@ here; llama.cpp's own speed on quantized weights is what this engine offers.
 
 from __future__ import annotations
 
-import asyncio
-import queue
-import threading
-import time
 
 from seedbed.llamacpp import LlamaCppModel, Outcome
-from seedbed.serve.engine import Request
+from seedbed.serve.engine import QueuedEngine, Request
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(QueuedEngine):
     """A GGUF model in llama.cpp and the worker thread that runs its requests in arrival order.
 
     >>> engine = LlamaCppEngine("q4", "runs/q4/model.gguf")  # doctest: +SKIP
@@ -28,36 +24,10 @@ class LlamaCppEngine:
 
     def __init__(self, name: str, path: str, n_threads: int | None = None, **_batching):
         # `max_batch` and `batch_window_ms` (the torch engine's) are accepted and unused: one request at a time.
-        self.name, self.path = name, path
         self.model = LlamaCppModel(path, n_threads=n_threads)
         self.tokenizer = self.model.tokenizer
         self.max_context = self.model.max_context
-        self.waiting: queue.Queue[Request] = queue.Queue()
-        self.running = 0  # 1 while a request is being decoded
-        self.created = int(time.time())
-        threading.Thread(target=self._worker, daemon=True, name=f"llamacpp-{name}").start()
-
-    @property
-    def queue_depth(self) -> int:
-        return self.waiting.qsize()
-
-    async def stream(self, request: Request):
-        """Yield text pieces of `request` as they are decoded; afterwards request.finish_reason is set."""
-        request._loop, request._out = asyncio.get_running_loop(), asyncio.Queue()
-        self.waiting.put(request)
-        try:
-            while True:
-                piece = await request._out.get()
-                if piece is None:
-                    return
-                if isinstance(piece, BaseException):
-                    raise piece
-                yield piece
-        finally:
-            request.cancelled = True  # a client that went away stops its decode at the next token
-
-    async def complete(self, request: Request) -> str:
-        return "".join([piece async for piece in self.stream(request)])
+        self._start(name, path)
 
     def _worker(self) -> None:
         while True:
