@@ -213,6 +213,15 @@ def test_tiny_llama_gguf_equals_torch(tiny_model, tiny_gguf_dir):
     assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-4)
 
 
+
+def test_serve_passes_threads_to_llama_cpp(tiny_gguf_dir):
+    from seedbed.recipe import ServeRecipe
+    from seedbed.serve.server import build_config
+
+    for threads in (1, 2):
+        config = build_config(ServeRecipe(model=[f"t={tiny_gguf_dir}"], engine="llama.cpp", threads=threads))
+        assert config.engines["t"].model.llm.n_threads == threads
+
 # --- the server, through the official openai SDK ----------------------------------------------------------------
 
 

@@ -182,7 +182,7 @@ def _load(recipe: GenerateRecipe):
     if recipe.engine == "llama.cpp":
         from seedbed.llamacpp import LlamaCppModel
 
-        llama = LlamaCppModel(recipe.model)
+        llama = LlamaCppModel(recipe.model, n_threads=recipe.threads)
         return llama.tokenizer, lambda text, sampling: llama.generate([text], sampling)[0], llama.stream
     from seedbed.models import load_model
 

@@ -78,6 +78,7 @@ class GenerateRecipe(Stage):
 
     model: str = Field("gemma-3-270m", description="Model: a name, a local directory or a .gguf file.")
     engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for --engine llama.cpp (default: all cores).")
     max_new_tokens: int = Field(256, ge=1, description="Most tokens to generate.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 means greedy).")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens with this much probability.")
@@ -93,6 +94,7 @@ class EvalRecipe(Stage):
 
     models: list[str] = Field(default_factory=lambda: ["base=gemma-3-270m"], description="NAME=MODEL pairs (or a MODEL alone).")
     engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for --engine llama.cpp (default: all cores).")
     data: list[str] = Field(default_factory=list, description="Held-out files with reference answers.")
     pool: list[str] = Field(default_factory=list, description="Files to draw few-shot examples from (never the held-out ones).")
     shots: list[int] = Field(default_factory=lambda: [0, 3], description="Few-shot counts to run each model with (0 = zero-shot).")
@@ -116,6 +118,7 @@ class ServeRecipe(Stage):
 
     model: list[str] = Field(default_factory=list, description="NAME=MODEL to serve (repeat for several).")
     engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for --engine llama.cpp (default: all cores).")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     api_key: list[str] = Field(default_factory=list, description="Accepted API keys (repeatable); none: no auth.")

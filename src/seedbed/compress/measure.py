@@ -121,13 +121,17 @@ def measure_llamacpp(name: str, threads: int, prompt_tokens: int, decode_tokens:
 
 def quality(name: str, model: str, engine: str, spec: dict) -> dict:
     """Held-out loss and zero-shot task accuracy through `seedbed eval` (the same code, the same questions)."""
+    import torch
+
     from seedbed.evaluate import evaluate
     from seedbed.recipe import EvalRecipe
+
+    torch.set_num_threads(spec["threads"])
 
     if not spec["data"]:
         return {"loss": None, "accuracy": None, "format_rate": None, "n": 0}
     recipe = EvalRecipe(models=[f"{name}={model}"], data=spec["data"], shots=[0], limit=spec["limit"],
-                        max_new_tokens=spec["max_new_tokens"], engine=engine, quiet=True)
+                        max_new_tokens=spec["max_new_tokens"], engine=engine, threads=spec["threads"], quiet=True)
     row = evaluate(recipe).conditions[0]
     return {"loss": row.loss, "accuracy": row.accuracy, "format_rate": row.format_rate, "n": row.n}
 

@@ -105,7 +105,7 @@ def _evaluate_model(model_name: str, conditions: list[tuple[str, str, int]], que
     if recipe.engine == "llama.cpp":
         from seedbed.llamacpp import LlamaCppModel
 
-        llama = LlamaCppModel(model_name)
+        llama = LlamaCppModel(model_name, n_threads=recipe.threads)
         tokenizer = llama.tokenizer
         held = llama.heldout_loss(questions, max_length=recipe.max_length)
         complete = llama.generate

@@ -22,8 +22,7 @@ class LlamaCppEngine(QueuedEngine):
     >>> async for piece in engine.stream(Request(prompt_ids, max_tokens=20)): print(piece, end="")  # doctest: +SKIP
     """
 
-    def __init__(self, name: str, path: str, n_threads: int | None = None, **_batching):
-        # `max_batch` and `batch_window_ms` (the torch engine's) are accepted and unused: one request at a time.
+    def __init__(self, name: str, path: str, n_threads: int | None = None):
         self.model = LlamaCppModel(path, n_threads=n_threads)
         self.tokenizer = self.model.tokenizer
         self.max_context = self.model.max_context

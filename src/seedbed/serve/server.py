@@ -55,21 +55,19 @@ def build_config(recipe: ServeRecipe) -> ServerConfig:
 
     fewshot = {name: FewshotProfile.load([path], recipe.fewshot_k, recipe.fewshot_mode)
                for name, path in fewshot_paths.items()}
-    engines = {name: _engine_class(recipe.engine)(name, path, max_batch=recipe.max_batch,
-                                                  batch_window_ms=recipe.batch_window_ms)
-               for name, path in models.items()}
+    engines = {name: _engine(recipe, name, path) for name, path in models.items()}
     limits = Limits(recipe.max_prompt_tokens, recipe.max_tokens, recipe.default_max_tokens, recipe.max_body_bytes,
                     recipe.request_timeout_s)
     return ServerConfig(engines, keys, limits, tools, rag, fewshot, recipe.log_content)
 
 
-def _engine_class(engine: str):
-    """The engine that runs each model: torch (transformers, batched) or llama.cpp (GGUF, one request at a time)."""
-    if engine == "llama.cpp":
+def _engine(recipe: ServeRecipe, name: str, path: str):
+    """The engine that runs a model: torch (transformers, batched) or llama.cpp (GGUF, one request at a time)."""
+    if recipe.engine == "llama.cpp":
         from seedbed.serve.llamacpp_engine import LlamaCppEngine
 
-        return LlamaCppEngine
-    return Engine
+        return LlamaCppEngine(name, path, n_threads=recipe.threads)
+    return Engine(name, path, max_batch=recipe.max_batch, batch_window_ms=recipe.batch_window_ms)
 
 
 def run_server(recipe: ServeRecipe) -> None:
