@@ -215,6 +215,19 @@ def pending_stop_prefix(text: str, stops: list[str]) -> int:
     return max((n for s in stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
 
 
+def shown_length(text: str, stops: list[str], final: bool) -> int:
+    """How much of a growing completion (already cut at its first stop string) can be shown now: all of it once
+    decoding is over; otherwise not the end that may still become a stop string, nor a half-decoded character.
+
+    >>> shown_length("five<|e", ["<|end|>"], final=False), shown_length("five\ufffd", [], final=False)
+    (4, 4)
+    """
+    if final:
+        return len(text)
+    safe = len(text) - pending_stop_prefix(text, stops)
+    return min(safe, len(text) - 1) if text.endswith("\ufffd") else safe
+
+
 def _stop_token_ids(model, tokenizer, stops: list[str]) -> list[int]:
     """End-of-turn ids from the generation config, plus stop strings that are single tokens."""
     ids = model.generation_config.eos_token_id

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from seedbed.chat import Example, end_of_turn_token_ids, ensure_chat_template, tokenize_example
-from seedbed.generate import Sampling, cut_at_stop, pending_stop_prefix, stop_strings
+from seedbed.generate import Sampling, cut_at_stop, shown_length, stop_strings
 from seedbed.models import ModelLoadError, embedded_gguf, seedbed_home
 
 INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install \'seedbed[llamacpp]\''
@@ -201,12 +201,7 @@ class LlamaCppModel:
             cut = cut_at_stop(text, list(stops))
             stopped = at_eos or len(cut) < len(text) or bool(stop_when and stop_when(cut))
             done = stopped or len(tokens) >= limit
-            if done:
-                safe = len(cut)
-            else:  # hold back a half-decoded character and anything that may become a stop string
-                safe = len(cut) - pending_stop_prefix(cut, list(stops))
-                if cut.endswith("\ufffd"):
-                    safe = min(safe, len(cut) - 1)
+            safe = shown_length(cut, list(stops), final=done)
             if safe > shown:
                 yield cut[shown:safe]
                 shown = safe

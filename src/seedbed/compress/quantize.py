@@ -79,10 +79,11 @@ def quantize(recipe: QuantizeRecipe) -> QuantizeResult:
 
 def tensor_bytes(model_dir: Path) -> dict[str, int]:
     """Bytes of every tensor stored in a directory's safetensors files or its GGUF file, by tensor name."""
+    import gguf
+    from safetensors import safe_open
+
     sizes: dict[str, int] = {}
     for f in sorted(model_dir.glob("*.safetensors")):
-        from safetensors import safe_open
-
         with safe_open(str(f), "np") as st:
             for name in st.keys():
                 piece = st.get_slice(name)
@@ -91,8 +92,6 @@ def tensor_bytes(model_dir: Path) -> dict[str, int]:
                     count *= d
                 sizes[name] = count * _DTYPE_BYTES[piece.get_dtype()]
     for f in sorted(model_dir.glob("*.gguf")):
-        import gguf
-
         for t in gguf.GGUFReader(str(f)).tensors:
             sizes[t.name] = int(t.n_bytes)
     return sizes

@@ -10,6 +10,7 @@ batch or stop one row early; the model forward, the KV cache and the sampling ma
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from seedbed.generate import cut_at_stop, pending_stop_prefix
+from seedbed.generate import cut_at_stop, shown_length
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Request:
         self._loop.call_soon_threadsafe(self._out.put_nowait, item)
 
 
-class QueuedEngine:
+class QueuedEngine(ABC):
     """What every engine shares with the HTTP API: a request queue drained by one worker thread, and `stream` /
     `complete`, which hand a request to the worker and relay its text pieces back to the event loop."""
 
@@ -77,8 +78,9 @@ class QueuedEngine:
     async def complete(self, request: Request) -> str:
         return "".join([piece async for piece in self.stream(request)])
 
+    @abstractmethod
     def _worker(self) -> None:
-        raise NotImplementedError
+        """Take requests from `self.waiting` forever; emit each one's text pieces, then None (or an exception)."""
 
 
 class Engine(QueuedEngine):
@@ -174,12 +176,7 @@ class Engine(QueuedEngine):
         cut = cut_at_stop(text, r.stop)
         stopped = at_eos or len(cut) < len(text) or bool(r.stop_when and r.stop_when(cut))
         at_limit = r.completion_tokens >= r.max_tokens or len(r.prompt_ids) + len(tokens) >= self.max_context
-        if stopped or at_limit:
-            safe = len(cut)
-        else:  # hold back a half-decoded character and anything that may become a stop string
-            safe = len(cut) - pending_stop_prefix(cut, r.stop)
-            if cut.endswith("\ufffd"):
-                safe = min(safe, len(cut) - 1)
+        safe = shown_length(cut, r.stop, final=stopped or at_limit)
         if safe > shown[i]:
             r.emit(cut[shown[i]:safe])
             shown[i] = safe
