@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 from faker import Faker
 
-from seedbed.data.prepare import prepare
+from seedbed.curate.prepare import prepare
 from seedbed.recipe import DataRecipe
 
 

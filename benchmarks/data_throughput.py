@@ -142,7 +142,7 @@ def subset(corpus: dict, n: int, folder: Path) -> list[str]:
 
 
 def run_seedbed(files: list[str], out: Path, full: bool) -> dict:
-    from seedbed.data.prepare import prepare
+    from seedbed.curate.prepare import prepare
     from seedbed.recipe import DataRecipe
 
     shutil.rmtree(out, ignore_errors=True)
@@ -182,7 +182,7 @@ def near_dup_quality(corpus: dict, dropped_path: Path, reached: set[str] | None 
     dedup and that were dropped by exact_dedup or near_dedup. Precision: of the records dropped as near-duplicates,
     the share that are planted near-duplicates (strict: and whose named source is the planted source or another
     planted copy of it)."""
-    from seedbed.data.dedup import shingles
+    from seedbed.curate.dedup import shingles
 
     kinds = corpus["kinds"]
     drops = {}

@@ -1,4 +1,4 @@
-"""Quality and speed of the PII stage (`seedbed.data.pii`) on a seeded, synthetic, labelled set.
+"""Quality and speed of the PII stage (`seedbed.curate.pii`) on a seeded, synthetic, labelled set.
 
     python benchmarks/pii_eval.py                  # quality + speed, writes benchmarks/results/pii_eval.json
     python benchmarks/pii_eval.py --per-type 100 --no-speed
@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from faker import Faker
 
-from seedbed.data.pii import PII_TYPES, PIIConfig, PIIRedactor
+from seedbed.curate.pii import PII_TYPES, PIIConfig, PIIRedactor
 
 RESULTS = Path(__file__).parent / "results" / "pii_eval.json"
 ALNUM = string.ascii_letters + string.digits

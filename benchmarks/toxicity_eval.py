@@ -26,7 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
-from seedbed.data.toxicity import CATEGORIES, ToxicityConfig, ToxicityScorer
+from seedbed.curate.toxicity import CATEGORIES, ToxicityConfig, ToxicityScorer
 
 HERE = Path(__file__).parent
 BACKENDS = {"wordlist": ["wordlist"], "classifier": ["classifier"], "combined": ["wordlist", "classifier"]}

@@ -88,3 +88,21 @@ def test_index_command(tmp_path):
     assert "added=1" in result.output and (tmp_path / "ix" / "chunks.sqlite").is_file()
     result = runner.invoke(app, ["index", str(tmp_path / "missing"), "--out", str(tmp_path / "ix")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_nested_sections_take_dotted_flags(tmp_path):
+    """`--quality.min-words 2` sets one value of a nested section; the file's other values in it stay."""
+    from seedbed.recipe import load_recipe
+
+    data = write_jsonl(tmp_path / "d.jsonl", qa_records(20))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  quality:\n    max_words: 5000\n  pii:\n    names: false\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["data", "prepare", str(data), "--out", str(out), "--recipe", str(recipe),
+                                 "--quality.min-words", "2", "--no-toxicity.enabled", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = load_recipe(out / "recipe.yaml").data
+    assert (saved.quality.min_words, saved.quality.max_words) == (2, 5000)
+    assert saved.toxicity.enabled is False and saved.pii.names is False
+    bad = runner.invoke(app, ["data", "prepare", str(data), "--out", str(tmp_path / "o2"), "--quality.min-words", "-1"])
+    assert bad.exit_code == 2 and "quality.min_words" in bad.output and "Traceback" not in bad.output

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import qa_records, write_jsonl
 from seedbed.cli import app
-from seedbed.compress.quantize import quantize
+from seedbed.quantize import quantize
 from seedbed.recipe import QuantizeRecipe
 
 

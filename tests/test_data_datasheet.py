@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from seedbed.data.datasheet import render_datasheet
+from seedbed.curate.datasheet import render_datasheet
 
 STAGES = [  # (name, dropped, modified, reasons): 1,200 in, 950 out, as a real run of prepare reports it
     ("normalise", 0, 300, {}),

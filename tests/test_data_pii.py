@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from seedbed.data.pii import PII_TYPES, PIIConfig, PIIRedactor, Span, name_windows
+from seedbed.curate.pii import PII_TYPES, PIIConfig, PIIRedactor, Span, name_windows
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_names_found_in_windows_match_names_found_in_full_text(everything):
 def test_docstring_examples_run():
     import doctest
 
-    from seedbed.data import pii, pii_patterns
+    from seedbed.curate import pii, pii_patterns
 
     for module in (pii, pii_patterns):
         assert doctest.testmod(module).failed == 0

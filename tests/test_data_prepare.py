@@ -12,7 +12,7 @@ from conftest import write_jsonl
 from typer.testing import CliRunner
 
 from seedbed.cli import app
-from seedbed.data.prepare import prepare
+from seedbed.curate.prepare import prepare
 from seedbed.recipe import DataRecipe
 
 TOPICS = ["volcanoes", "bread baking", "tax law", "chess openings", "river ecology", "bicycle repair", "jazz history",
@@ -147,7 +147,7 @@ def test_malformed_input_names_file_line_and_field(tmp_path):
 
 def test_a_record_a_stage_cannot_process_is_dropped_with_its_reason(planted, tmp_path, monkeypatch):
     raw, _, records, _ = planted
-    import seedbed.data.stages as stages
+    import seedbed.curate.stages as stages
 
     real = stages.check_quality
 

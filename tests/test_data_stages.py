@@ -11,13 +11,13 @@ import numpy as np
 import xxhash
 from datasketch import MinHash
 
-from seedbed.data.balance import BalanceConfig, SplitConfig, balance, split
-from seedbed.data.decontaminate import DecontaminateConfig, EvalNgrams
-from seedbed.data.dedup import DedupConfig, band_keys, near_duplicate_clusters, shingles, signature
-from seedbed.data.normalise import NormaliseConfig, normalise
-from seedbed.data.quality import LanguageConfig, QualityConfig, check_language, check_quality
+from seedbed.curate.balance import BalanceConfig, SplitConfig, balance, split
+from seedbed.curate.decontaminate import DecontaminateConfig, EvalNgrams
+from seedbed.curate.dedup import DedupConfig, band_keys, near_duplicate_clusters, shingles, signature
+from seedbed.curate.normalise import NormaliseConfig, normalise
+from seedbed.curate.quality import LanguageConfig, QualityConfig, check_language, check_quality
+from seedbed.curate.records import map_texts, text_of, to_item
 from seedbed.data.readers import stream_records
-from seedbed.data.records import map_texts, text_of, to_item
 
 WORDS = ("river mountain village teacher market garden winter letter bridge window station doctor morning "
          "kitchen forest library engine harbour island painter farmer soldier summer lantern meadow castle").split()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from seedbed.data.toxicity import ASSETS, CATEGORIES, ToxicityConfig, ToxicityScorer, normalise, read_wordlist
+from seedbed.curate.toxicity import ASSETS, CATEGORIES, ToxicityConfig, ToxicityScorer, normalise, read_wordlist
 
 # A GSM8K train question (openai/grade-school-math, MIT), as benign padding.
 BENIGN = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

@@ -10,13 +10,13 @@ import torch
 from conftest import qa_records, running_server, write_jsonl
 from safetensors.torch import load_file
 
-from seedbed.compress.distill import TEACHER_ANSWERS, distill, teacher_answers
-from seedbed.compress.student import PRESETS, build_student, count_parameters, kept_layers, parse_preset
 from seedbed.data.readers import read_examples
 from seedbed.models import load_model
 from seedbed.recipe import DistillRecipe, RecipeError
 from seedbed.tiny import build_tiny_llama
-from seedbed.train.finetune import answer_only_loss, build_features
+from seedbed.train.distill import TEACHER_ANSWERS, distill, teacher_answers
+from seedbed.train.student import PRESETS, build_student, count_parameters, kept_layers, parse_preset
+from seedbed.train.trainer import answer_only_loss, build_features
 
 FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
          "recipe.yaml", "metrics.json", "README.md"}
@@ -146,12 +146,33 @@ def test_a_student_with_another_tokenizer_is_refused(teacher, data, tmp_path):
 
 @pytest.fixture
 def served_teacher(teacher):
+    from seedbed.inference import load
     from seedbed.serve.app import ServerConfig, create_app
     from seedbed.serve.engine import Engine
 
-    config = ServerConfig({"teacher": Engine("teacher", str(teacher), max_batch=8, batch_window_ms=20)})
+    config = ServerConfig({"teacher": Engine("teacher", load(str(teacher)), max_batch=8, batch_window_ms=20)})
     with running_server(create_app(config)) as url:
         yield url
+
+
+def test_a_local_teacher_answers_as_the_served_one(teacher, served_teacher, data, tmp_path):
+    """One decode path: the teacher loaded here and the same teacher behind `seedbed serve` give the same answers."""
+    examples = [e for e in read_examples([str(data)]).examples if e.is_chat][:6]
+    answers = []
+    for out, url in ((tmp_path / "local", None), (tmp_path / "served", served_teacher)):
+        out.mkdir()
+        recipe = quick_recipe(teacher, data, out, mode="sequence", teacher_url=url, teacher_max_new_tokens=24)
+        answers.append(teacher_answers(recipe, examples, out))
+    assert answers[0] == answers[1] and len(answers[0]) == 6 and all(answers[0].values())
+
+
+def test_every_preset_is_named_in_the_cli_help():
+    from typer.testing import CliRunner
+
+    from seedbed.cli import app
+
+    help_text = CliRunner().invoke(app, ["distill", "--help"], env={"COLUMNS": "300"}).output
+    assert all(name in help_text for name in PRESETS) and "keep-every-K" in help_text
 
 
 def test_sequence_distillation_learns_a_served_teachers_answers(teacher, served_teacher, data, tmp_path):

@@ -14,9 +14,9 @@ import seedbed.evaluate.run as run
 from seedbed.chat import Example, tokenize_example
 from seedbed.evaluate import evaluate, heldout_loss, markdown_table
 from seedbed.evaluate.answers import final_answer, follows_format, is_correct, last_number, normalize_number, predicted_answer
+from seedbed.errors import EvalError
 from seedbed.evaluate.fewshot import fewshot_messages
-from seedbed.evaluate.run import EvalError, parse_model_spec
-from seedbed.models import load_model
+from seedbed.models import load_model, parse_model_spec
 from seedbed.recipe import EvalRecipe, load_recipe
 
 
@@ -160,7 +160,7 @@ def test_evaluate_runs_every_condition_on_the_same_questions_and_writes_results(
 def test_a_model_that_gives_the_reference_scores_full_accuracy(eval_recipe, monkeypatch):
     answers = {r["question"]: r["answer"] for r in qa_records(30)}
 
-    def echo_reference(model, tokenizer, prompts, sampling, batch_size=8, progress=None):
+    def echo_reference(backend, prompts, sampling, batch_size=8, progress=None):
         # The question asked is the last user turn of each prompt; earlier ones are few-shot demonstrations.
         return [answers[prompt.rsplit("<|user|>\n", 1)[1].split("<|end|>")[0]] for prompt in prompts]
 

@@ -162,7 +162,7 @@ def test_base_without_template_gets_and_keeps_the_default(tiny_model_no_template
 
 
 def test_answer_only_loss_equals_the_full_logits_loss(tiny_model):
-    from seedbed.train.finetune import answer_only_loss
+    from seedbed.train.trainer import answer_only_loss
 
     model, _ = load_model(str(tiny_model))
     ids = torch.randint(5, 300, (2, 24))

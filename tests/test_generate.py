@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-import seedbed.generate as gen
+import seedbed.inference.generate as gen
 from seedbed.chat import render_prompt
-from seedbed.generate import Sampling, cut_at_stop, generate, run_chat, run_generate, stream
-from seedbed.models import load_model
+from seedbed.inference.generate import generate, run_chat, run_generate, stream
+from seedbed.inference.hf import TorchBackend
+from seedbed.inference.stops import Sampling, cut_at_stop
 from seedbed.recipe import GenerateRecipe
 
 QUESTIONS = ["What is two plus three?", "Hi", "Name a colour of the sky, please, in one word."]
@@ -15,39 +16,68 @@ GREEDY = Sampling(greedy=True, max_new_tokens=24)
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model):
-    return load_model(str(tiny_model))
+def backend(tiny_model):
+    return TorchBackend.load(str(tiny_model))
 
 
 @pytest.fixture(scope="module")
-def prompts(loaded):
-    _, tokenizer = loaded
-    return [render_prompt(tokenizer, [{"role": "user", "content": q}]) for q in QUESTIONS]
+def prompts(backend):
+    return [render_prompt(backend.tokenizer, [{"role": "user", "content": q}]) for q in QUESTIONS]
 
 
-def test_greedy_is_deterministic_and_batching_does_not_change_it(loaded, prompts):
-    model, tokenizer = loaded
-    batched = generate(model, tokenizer, prompts, GREEDY, batch_size=3)
-    assert batched == generate(model, tokenizer, prompts, GREEDY, batch_size=3)
-    assert batched == [generate(model, tokenizer, [p], GREEDY)[0] for p in prompts]  # prompts of unequal length
-    assert tokenizer.padding_side == "right"  # left padding was only for the call
-    assert Sampling(temperature=0).is_greedy and generate(model, tokenizer, prompts[:1], Sampling(temperature=0, max_new_tokens=24)) == batched[:1]
+def test_greedy_is_deterministic_and_batching_does_not_change_it(backend, prompts):
+    batched = generate(backend, prompts, GREEDY, batch_size=3)
+    assert batched == generate(backend, prompts, GREEDY, batch_size=3)
+    assert batched == [generate(backend, [p], GREEDY)[0] for p in prompts]  # prompts of unequal length
+    assert Sampling(temperature=0).is_greedy and generate(backend, prompts[:1], Sampling(temperature=0, max_new_tokens=24)) == batched[:1]
 
 
-def test_progress_reports_answers_done(loaded, prompts):
-    model, tokenizer = loaded
+def test_greedy_equals_transformers_generate(backend, prompts):
+    """Our decode loop (left-padded batch, rows leaving when done) gives transformers' own greedy output."""
+    import torch
+
+    model, tokenizer = backend.model, backend.tokenizer
+    ours = generate(backend, prompts, Sampling(greedy=True, max_new_tokens=10))
+    reference = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=sorted(backend.eos_ids),
+                                 pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        end = next((i for i, t in enumerate(out) if t in backend.eos_ids), len(out))
+        reference.append(tokenizer.decode(out[:end], skip_special_tokens=True))
+    assert ours == reference
+
+
+def test_one_seed_gives_one_answer_in_generate_eval_and_serve(tiny_model, backend, prompts):
+    """The same seed and settings sample the same text through the CLI's generate, eval's path and the server."""
+    import asyncio
+
+    from seedbed.serve.engine import Engine
+
+    sampling = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=11)
+    cli = run_generate(GenerateRecipe(model=str(tiny_model), temperature=1.0, top_p=0.95, max_new_tokens=16, seed=11),
+                       QUESTIONS[0])
+    batched = generate(backend, prompts, sampling, batch_size=3)  # eval decodes in batches
+    engine = Engine("tiny", backend, max_batch=1)
+    request = gen.request_for(backend, prompts[0], sampling)
+    served = asyncio.run(engine.complete(request))
+    assert cli == batched[0] == served
+    assert generate(backend, prompts[:1], Sampling(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=12)) != [cli]
+
+
+def test_progress_reports_answers_done(backend, prompts):
     done = []
-    generate(model, tokenizer, prompts, Sampling(greedy=True, max_new_tokens=2), batch_size=2, progress=done.append)
+    generate(backend, prompts, Sampling(greedy=True, max_new_tokens=2), batch_size=2, progress=done.append)
     assert done == [2, 3]
 
 
-def test_stop_string_cuts_the_output(loaded, prompts):
-    model, tokenizer = loaded
-    full = generate(model, tokenizer, prompts[:1], GREEDY)[0]
+def test_stop_string_cuts_the_output(backend, prompts):
+    full = generate(backend, prompts[:1], GREEDY)[0]
     assert len(full) > 6, full
     stop = full[4:6]
     start = full.find(stop)
-    cut = generate(model, tokenizer, prompts[:1], Sampling(greedy=True, max_new_tokens=24, stop=[stop]))[0]
+    cut = generate(backend, prompts[:1], Sampling(greedy=True, max_new_tokens=24, stop=[stop]))[0]
     assert cut == full[:start]
 
 
@@ -57,35 +87,32 @@ def test_cut_at_stop_uses_the_earliest_stop_string():
 
 
 @pytest.mark.parametrize("stop", [[], ["e"], [" pl"]])
-def test_streamed_pieces_join_to_the_greedy_output(loaded, prompts, stop):
-    model, tokenizer = loaded
+def test_streamed_pieces_join_to_the_greedy_output(backend, prompts, stop):
     sampling = Sampling(greedy=True, max_new_tokens=24, stop=stop)
     for prompt in prompts:
-        pieces = list(stream(model, tokenizer, prompt, sampling))
-        assert "".join(pieces) == generate(model, tokenizer, [prompt], sampling)[0]
+        pieces = list(stream(backend, prompt, sampling))
+        assert "".join(pieces) == generate(backend, [prompt], sampling)[0]
 
 
-def test_sampling_with_a_seed_is_reproducible(loaded, prompts):
-    model, tokenizer = loaded
+def test_sampling_with_a_seed_is_reproducible(backend, prompts):
     sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=16, seed=3)
-    assert generate(model, tokenizer, prompts, sampling) == generate(model, tokenizer, prompts, sampling)
+    assert generate(backend, prompts, sampling) == generate(backend, prompts, sampling)
 
 
-def test_run_generate_answers_a_chat_prompt_and_a_raw_one(tiny_model, loaded, prompts):
-    model, tokenizer = loaded
+def test_run_generate_answers_a_chat_prompt_and_a_raw_one(tiny_model, backend, prompts):
     recipe = GenerateRecipe(model=str(tiny_model), greedy=True, max_new_tokens=24)
-    assert run_generate(recipe, QUESTIONS[0]) == generate(model, tokenizer, prompts[:1], GREEDY)[0]
+    assert run_generate(recipe, QUESTIONS[0]) == generate(backend, prompts[:1], GREEDY)[0]
     raw = run_generate(recipe.model_copy(update={"raw": True}), "Two plus three is")
-    assert raw == generate(model, tokenizer, ["<s>Two plus three is"], GREEDY)[0]
+    assert raw == generate(backend, ["<s>Two plus three is"], GREEDY)[0]
 
 
 def test_chat_keeps_history_resets_and_exits(tiny_model, monkeypatch):
     seen_prompts = []
     real_stream = gen.stream
 
-    def recording_stream(model, tokenizer, prompt, sampling):
+    def recording_stream(backend, prompt, sampling):
         seen_prompts.append(prompt)
-        yield from real_stream(model, tokenizer, prompt, sampling)
+        yield from real_stream(backend, prompt, sampling)
 
     monkeypatch.setattr(gen, "stream", recording_stream)
     lines = iter(["What is two plus three?", "And four?", "/reset", "Hi", "/exit", "never read"])

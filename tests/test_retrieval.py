@@ -300,13 +300,14 @@ def test_served_answer_cites_the_indexed_document(docs, tmp_path, tiny_model):
     import uvicorn
 
     from seedbed.serve.app import ServerConfig, create_app
+    from seedbed.inference import load
     from seedbed.serve.engine import Engine
 
     out, _ = _build(docs, tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = ServerConfig({"tiny": Engine("tiny", str(tiny_model))}, rag={"tiny": (open_index(out), 2)})
+    config = ServerConfig({"tiny": Engine("tiny", load(str(tiny_model)))}, rag={"tiny": (open_index(out), 2)})
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:

@@ -10,15 +10,17 @@ import openai
 import pytest
 
 from conftest import free_port, running_server
+from seedbed.inference import load
+from seedbed.inference.request import Request
 from seedbed.serve.app import Limits, ServerConfig, create_app
-from seedbed.serve.engine import Engine, Request
+from seedbed.serve.engine import Engine
 
 KEY = "sk-test-key"
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    return Engine("tiny", str(tiny_model), max_batch=8, batch_window_ms=20)
+    return Engine("tiny", load(str(tiny_model)), max_batch=8, batch_window_ms=20)
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +56,21 @@ def test_chat_streamed_chunks_join_into_the_greedy_answer(client):
 
 def test_engine_greedy_equals_transformers_generate(engine, tiny_model):
     """Our batched decode loop gives transformers' greedy output, for prompts of different lengths at once."""
-    from seedbed.chat import render_prompt
-    from seedbed.generate import Sampling, generate
+    import torch
 
+    from seedbed.chat import render_prompt
+
+    model, tokenizer, eos = engine.backend.model, engine.tokenizer, engine.backend.eos_ids
     prompts = [render_prompt(engine.tokenizer, [{"role": "user", "content": q}])
                for q in ["Hi", "What is two plus three? Say it in words.", "Name a colour of the sky."]]
-    reference = generate(engine.model, engine.tokenizer, prompts, Sampling(greedy=True, max_new_tokens=10))
+    reference = []
+    for prompt in prompts:  # transformers' own greedy decode, one prompt at a time
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=sorted(eos),
+                                 pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        end = next((i for i, t in enumerate(out) if t in eos), len(out))
+        reference.append(tokenizer.decode(out[:end], skip_special_tokens=True))
 
     async def ours():
         requests = [Request(engine.tokenizer(p, add_special_tokens=False)["input_ids"], max_tokens=10, temperature=0)
@@ -113,15 +124,16 @@ def test_concurrent_requests_are_batched(client, engine):
     from concurrent.futures import ThreadPoolExecutor
 
     seen = []
-    original = engine._decode
-    engine._decode = lambda batch: (seen.append(len(batch)), original(batch))[1]
+    backend = engine.backend
+    original = backend.decode
+    backend.decode = lambda batch: (seen.append(len(batch)), original(batch))[1]
     try:
         with ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda i: client.chat.completions.create(
                 model="tiny", messages=[{"role": "user", "content": f"Count to {i}"}], temperature=0,
                 max_tokens=8).choices[0].message.content, range(6)))
     finally:
-        engine._decode = original
+        del backend.decode  # the class's method again
     assert len(answers) == 6 and max(seen) > 1  # several requests shared a batch
 
 
@@ -162,7 +174,8 @@ def test_body_size_and_time_limits(engine):
 def test_a_disconnected_stream_is_cancelled(engine, server):
     """Closing a streaming response mid-way stops its generation instead of decoding to max_tokens."""
     seen = []
-    original = engine._advance
+    backend = engine.backend
+    original = backend.advance
 
     def spy(r, *args):
         done = original(r, *args)
@@ -170,7 +183,7 @@ def test_a_disconnected_stream_is_cancelled(engine, server):
             seen.append(r.finish_reason)
         return done
 
-    engine._advance = spy
+    backend.advance = spy
     try:
         body = {"model": "tiny", "messages": CHAT, "max_tokens": 64, "stream": True, "temperature": 0.9,
                 "stop": ["never"]}
@@ -184,7 +197,7 @@ def test_a_disconnected_stream_is_cancelled(engine, server):
                 break
             time.sleep(0.05)
     finally:
-        engine._advance = original
+        del backend.advance  # the class's method again
     assert seen == ["cancelled"]
 
 

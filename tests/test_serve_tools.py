@@ -11,6 +11,7 @@ import openai
 import pytest
 from conftest import write_jsonl
 
+from seedbed.inference import load
 from seedbed.serve.app import Limits, ServerConfig, create_app
 from seedbed.serve.engine import Engine
 
@@ -58,7 +59,7 @@ def wrong_at_arithmetic(tmp_path_factory, tiny_model):
 
 
 def test_calculator_completes_annotations_exactly(wrong_at_arithmetic):
-    server, client = _serve({"calc": Engine("calc", str(wrong_at_arithmetic))})
+    server, client = _serve({"calc": Engine("calc", load(str(wrong_at_arithmetic)))})
     try:
         question = [{"role": "user", "content": "What is 17 times 23?"}]
         plain = client.chat.completions.create(model="calc", messages=question, temperature=0, max_tokens=40)
@@ -73,18 +74,33 @@ def test_calculator_completes_annotations_exactly(wrong_at_arithmetic):
         server.should_exit = True
 
 
-class ScriptedEngine(Engine):
-    """A real engine (tokenizer, batching, streaming) whose 'model' answers from a script, to drive the protocol."""
+class ScriptedBackend:
+    """A backend (the Protocol of `seedbed.inference`) whose 'model' answers from a script, to drive the protocol
+    through the real engine, endpoints and SDK."""
+
+    max_batch = 8
 
     def __init__(self, path, script):
-        super().__init__("scripted", path)
+        self.inner = load(path)  # for the tokenizer and context size
+        self.name, self.tokenizer, self.max_context = "scripted", self.inner.tokenizer, self.inner.max_context
         self.script, self.prompts = script, []
 
-    async def complete(self, request):
-        prompt = self.tokenizer.decode(request.prompt_ids)
-        self.prompts.append(prompt)
-        request.completion_tokens, request.finish_reason = 5, "stop"
-        return self.script(prompt)
+    def decode(self, batch):
+        for request in batch:
+            prompt = self.tokenizer.decode(request.prompt_ids)
+            self.prompts.append(prompt)
+            request.completion_tokens = 5
+            request.emit(self.script(prompt))
+            request.end("stop")
+
+    def heldout_loss(self, examples, max_length=1024, batch_size=8):
+        raise NotImplementedError
+
+
+def ScriptedEngine(path, script):  # noqa: N802 - reads like the engine it builds
+    engine = Engine("scripted", ScriptedBackend(path, script))
+    engine.prompts = engine.backend.prompts
+    return engine
 
 
 def test_server_side_calculator_loop(tiny_model):
@@ -147,3 +163,35 @@ def test_fewshot_profile_puts_the_closest_examples_first(tiny_model, tmp_path):
         assert prompt.index("cat have") < prompt.index("divided") < prompt.index("Hi") and "Paris" not in prompt
     finally:
         server.should_exit = True
+
+
+def test_served_fewshot_prompt_is_evals_fewshot_prompt(tiny_model, tmp_path):
+    """`seedbed serve --fewshot` and `seedbed eval --shots k` build the same prompt from the same examples."""
+    from seedbed.chat import render_prompt
+    from seedbed.data.readers import read_examples
+    from seedbed.evaluate.fewshot import fewshot_messages
+    from seedbed.serve.fewshot_profile import FewshotProfile
+
+    pool_file = write_jsonl(tmp_path / "pool.jsonl", [
+        {"question": "How many legs does a cat have?", "answer": "Four. #### 4"},
+        {"question": "What is 100 divided by 4?", "answer": "25. #### 25"},
+    ])
+    question = read_examples([str(write_jsonl(tmp_path / "q.jsonl", [
+        {"messages": [{"role": "system", "content": "Answer with a number."},
+                      {"role": "user", "content": "How many wheels has a bicycle?"},
+                      {"role": "assistant", "content": "#### 2"}]}]))]).examples[0]
+    pool = read_examples([str(pool_file)]).examples
+    eval_messages = fewshot_messages(question, pool, k=2, seed=0)
+    demos_in_eval_order = sorted(pool, key=lambda e: [m["content"] for m in eval_messages].index(e.prompt_messages()[-1]["content"]))
+
+    engine = ScriptedEngine(str(tiny_model), lambda prompt: "2")
+    server, client = _serve({"scripted": engine})
+    server.config.app.state.config.fewshot["scripted"] = FewshotProfile(demos_in_eval_order, k=2, mode="fixed")
+    try:
+        client.chat.completions.create(model="scripted", messages=question.prompt_messages())
+        served_prompt = engine.prompts[-1]
+    finally:
+        server.should_exit = True
+    eval_prompt = render_prompt(engine.tokenizer, eval_messages)
+    assert engine.tokenizer.decode(engine.tokenizer(eval_prompt, add_special_tokens=False)["input_ids"]) == served_prompt
+    assert served_prompt.index("cat have") < served_prompt.index("wheels") and "Answer with a number." in served_prompt

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from seedbed.errors import TemplateError
+
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -115,10 +117,6 @@ def end_of_turn_token_ids(tokenizer) -> list[int]:
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """The text a model continues to answer `messages` (generation prompt included)."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-class TemplateError(ValueError):
-    pass
 
 
 def tokenize_example(tokenizer, example: Example, max_length: int | None = None) -> dict[str, list[int]]:

@@ -1,25 +1,24 @@
 """The command table: `seedbed VERB`. Each verb parses flags into a recipe, calls one library function, prints.
 
-Every recipe field is also a flag (`lora_r` is `--lora-r`); flags override the file given with `--recipe`.
+Every recipe field is also a flag (`lora_r` is `--lora-r`, a nested one `--quality.min-words`); flags override the
+file given with `--recipe` (see `seedbed.cli_flags`). Each verb imports its stage only when it runs, so
+`seedbed --help` loads neither torch nor numpy.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import types
-import typing
-from pathlib import Path
-from typing import Literal, Optional
+from contextlib import nullcontext
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from seedbed import cli_flags
+from seedbed.errors import SeedbedError
+from seedbed.quiet import quiet_libraries
 from seedbed.recipe import (
     CompareRecipe, DataRecipe, DemoRecipe, DistillRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, QuantizeRecipe,
-    RecipeError, ServeRecipe, load_recipe, packaged_recipe, validate,
+    ServeRecipe,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Seedbed: grow your own language model on one machine.")
@@ -28,109 +27,12 @@ app.add_typer(models_app, name="models")
 data_app = typer.Typer(no_args_is_help=True, help="Data curation: clean, de-duplicate, filter and split training data.")
 app.add_typer(data_app, name="data")
 console = Console()
-err = Console(stderr=True)
+err = cli_flags.err
 
 
-def _flag_type(annotation):
-    """The type typer should parse a recipe field's flag as (Literal -> str: pydantic checks the choice)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _flag_type(inner[0])
-    if origin is Literal:
-        return str
-    if origin is list:
-        return list[typing.get_args(annotation)[0]]
-    return annotation
-
-
-def _recipe_options(stage: type[BaseModel]) -> list[inspect.Parameter]:
-    params = []
-    for name, field in stage.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            continue  # nested stages (the demo's finetune and eval) are set in the recipe file
-        flag = "--" + name.replace("_", "-")
-        kind = _flag_type(field.annotation)
-        help_text = field.description or ""
-        if typing.get_origin(field.annotation) is Literal:
-            help_text += f" One of: {', '.join(map(str, typing.get_args(field.annotation)))}."
-        if kind is bool:
-            flag = f"{flag}/--no-{name.replace('_', '-')}"
-        option = typer.Option(None, flag, help=help_text, show_default=False)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
-    return params
-
-
-def recipe_command(name: str, stage: type[BaseModel], section: str, default_recipe: str | None = None, group=None):
-    """Register `fn(recipe, **extra)` as a verb whose flags are `stage`'s fields plus `--recipe FILE`.
-
-    The verb's help is `fn`'s docstring; `fn`'s own parameters after the recipe become extra arguments.
-    """
-
-    def register(fn):
-        extra = list(inspect.signature(fn).parameters.values())[1:]
-        recipe_param = inspect.Parameter(
-            "recipe", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-            default=typer.Option(
-                None, "--recipe",
-                help=f"YAML recipe file; its '{section}' section is used" + (f" (default: recipes/{default_recipe})." if default_recipe else "."),
-            ),
-        )
-
-        @functools.wraps(fn)
-        def command(**kwargs):
-            recipe_file = kwargs.pop("recipe") or (packaged_recipe(default_recipe) if default_recipe else None)
-            given = {k: kwargs.pop(k) for k in stage.model_fields if kwargs.get(k) is not None}
-            for k in stage.model_fields:
-                kwargs.pop(k, None)
-            try:
-                raw = {}
-                if recipe_file is not None:
-                    section_obj = getattr(load_recipe(recipe_file), section)
-                    raw = section_obj.model_dump(exclude_unset=True) if section_obj else {}
-                resolved = validate(stage, {**raw, **given}, str(recipe_file or "flags"))
-                _quiet_libraries()
-                return fn(resolved, **kwargs)
-            except Exception as e:
-                if not isinstance(e, _user_errors()):
-                    raise  # a bug of ours: keep the traceback
-                err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
-                raise typer.Exit(2) from None
-
-        command.__signature__ = inspect.Signature([*extra, recipe_param, *_recipe_options(stage)])
-        # typer must read the signature above, not fn's (which functools.wraps copied over)
-        del command.__wrapped__
-        command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
-        return (group or app).command(name)(command)
-
-    return register
-
-
-def _quiet_libraries() -> None:
-    """Our own progress bars say what is happening; the libraries' per-file bars and deprecation notices
-    about their own internals only bury them."""
-    import warnings
-
-    import datasets
-    import transformers
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by the user's input: shown as one clear message, never as a traceback.
-
-    Imported here, not at the top, so that `seedbed --help` does not pay for importing torch."""
-    from seedbed.chat import TemplateError
-    from seedbed.data.readers import DataError
-    from seedbed.evaluate.run import EvalError
-    from seedbed.models import ModelLoadError
-    from seedbed.serve.tools import ToolError
-
-    return (RecipeError, DataError, ModelLoadError, TemplateError, EvalError, ToolError, FileNotFoundError)
+def recipe_command(name: str, stage, section: str, default_recipe: str | None = None, group=None):
+    """A verb whose flags are the fields of `stage` (see `seedbed.cli_flags`); libraries are quieted before it runs."""
+    return cli_flags.recipe_command(group or app, name, stage, section, default_recipe, before=quiet_libraries)
 
 
 @recipe_command("finetune", FinetuneRecipe, "finetune")
@@ -161,7 +63,7 @@ def generate_cmd(recipe: GenerateRecipe, prompt: str = typer.Argument(..., help=
 
     Example: seedbed generate --model runs/my-model "Give three tips for staying healthy." --greedy
     """
-    from seedbed.generate import run_generate
+    from seedbed.inference.generate import run_generate
 
     run_generate(recipe, prompt, write=lambda piece: console.print(piece, end="", markup=False, highlight=False))
     console.print()
@@ -173,7 +75,7 @@ def chat_cmd(recipe: GenerateRecipe):
 
     Example: seedbed chat --model runs/my-model --temperature 0.7
     """
-    from seedbed.generate import run_chat
+    from seedbed.inference.generate import run_chat
 
     run_chat(recipe)
 
@@ -221,12 +123,13 @@ def data_prepare_cmd(recipe: DataRecipe, paths: list[str] = typer.Argument(None,
     """Curate data: normalise, redact PII, filter toxicity, language and quality, decontaminate, de-duplicate,
     balance and split; writes train/validation.jsonl, dropped.jsonl, report.json and report.html to --out.
 
-    Stage settings live in the recipe's `data` section (see recipes/data.yaml).
+    Stage settings live in the recipe's `data` section (see recipes/data.yaml), or as dotted flags
+    (--quality.min-words 3, --no-pii.enabled).
     Example: seedbed data prepare raw.jsonl --out runs/data --recipe recipes/data.yaml
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from seedbed.data.prepare import prepare
+    from seedbed.curate.prepare import prepare
 
     if paths:
         recipe.inputs = list(paths)
@@ -256,9 +159,9 @@ def quantize_cmd(recipe: QuantizeRecipe):
     The output directory loads like any model: `seedbed generate --model OUT` (and `--engine llama.cpp` for GGUF).
     Example: seedbed quantize --model runs/my-model --method q4_k_m --out runs/my-model-q4
     """
-    from seedbed.compress.quantize import quantize
+    from seedbed.quantize import quantize
 
-    with err.status(f"quantizing {recipe.model} ({recipe.method})", spinner="dots") if not recipe.quiet else _nothing():
+    with err.status(f"quantizing {recipe.model} ({recipe.method})", spinner="dots") if not recipe.quiet else nullcontext():
         result = quantize(recipe)
     r = result.report
     console.print(
@@ -280,7 +183,7 @@ def distill_cmd(recipe: DistillRecipe):
     of Gemma 3 270M's parameters).
     Example: seedbed distill --teacher runs/my-model --student narrow-half --data train.jsonl --out runs/student
     """
-    from seedbed.compress.distill import distill
+    from seedbed.train.distill import distill
 
     result = distill(recipe)
     m = result.metrics
@@ -299,7 +202,7 @@ def compare_cmd(recipe: CompareRecipe,
     A GGUF model (a .gguf file, or a directory `seedbed quantize` wrote one to) is run with llama.cpp.
     Example: seedbed compare tuned=runs/my-model int8=runs/my-model-int8 q4=runs/my-model-q4 --data heldout.jsonl
     """
-    from seedbed.compress.compare import compare
+    from seedbed.evaluate.compare import compare
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -312,14 +215,6 @@ def compare_cmd(recipe: CompareRecipe,
             task, completed=i, description=f"measuring {name} ({i + 1}/{len(recipe.models)})"))
     console.print(result.markdown, markup=False, highlight=False)
     console.print(f"Table, data and plot in {recipe.out}/compare.md, compare.json, compare.png")
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @app.command("index")
@@ -342,9 +237,7 @@ def index_cmd(
             console.print(f"Removed {len(paths)} source(s) from {out}")
             return
         report = build_index(paths, out, chunk_size=chunk_size, overlap=overlap)
-    except Exception as e:
-        if not isinstance(e, (*_user_errors(), ValueError, OSError)):
-            raise
+    except SeedbedError as e:
         err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
         raise typer.Exit(2) from None
     console.print(report)

@@ -19,8 +19,8 @@ from rich.text import Text
 
 from seedbed.chat import render_prompt
 from seedbed.evaluate import evaluate, markdown_table
-from seedbed.generate import Sampling, generate
-from seedbed.models import load_model
+from seedbed.inference import Sampling, load
+from seedbed.inference.generate import generate
 from seedbed.recipe import DemoRecipe
 from seedbed.train.finetune import finetune
 
@@ -28,9 +28,9 @@ console = Console()
 
 
 def answer(model_name: str, prompts: list[str], max_new_tokens: int) -> list[str]:
-    model, tokenizer = load_model(model_name)
-    texts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    return generate(model, tokenizer, texts, Sampling(greedy=True, max_new_tokens=max_new_tokens))
+    backend = load(model_name)
+    texts = [render_prompt(backend.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    return generate(backend, texts, Sampling(greedy=True, max_new_tokens=max_new_tokens))
 
 
 def run_demo(recipe: DemoRecipe) -> dict:

@@ -19,20 +19,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from seedbed.atomic import atomic_dir
 from seedbed.chat import end_of_turn_token_ids, ensure_chat_template
+from seedbed.errors import ModelLoadError
 
 DEFAULT_MODEL = "gemma-3-270m"
 
 
-class ModelLoadError(RuntimeError):
-    """A model that cannot be found or loaded; the message says what was tried."""
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """`NAME=MODEL`, or a `MODEL` alone (named by its last path component): the one reading of a model flag,
+    for eval, compare and serve alike.
+
+    >>> parse_model_spec("tuned=runs/demo/model"), parse_model_spec("runs/demo/model")
+    (('tuned', 'runs/demo/model'), ('model', 'runs/demo/model'))
+    >>> parse_model_spec("runs/a=b/model")  # an '=' inside a path is part of the path
+    ('model', 'runs/a=b/model')
+    """
+    name, sep, model = spec.partition("=")
+    if sep and name and "/" not in name:
+        return name, model
+    return Path(spec.rstrip("/")).name or spec, spec
 
 
 def seedbed_home() -> Path:
@@ -104,14 +116,9 @@ def convert_gguf(gguf: Path, cache_name: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(f".{target.name}.tmp-{time.time_ns()}")
-    save_model(model, tokenizer, tmp)
-    (tmp / "seedbed_source.json").write_text(json.dumps({"gguf": str(gguf), "converted": time.time()}))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(target)  # atomic: a crash leaves a .tmp directory, never a half-written cache entry
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is as good
+    with atomic_dir(target) as tmp:  # a crash never leaves a half-written cache entry
+        save_model(model, tokenizer, tmp)
+        (tmp / "seedbed_source.json").write_text(json.dumps({"gguf": str(gguf), "converted": time.time()}))
     return target
 
 
@@ -144,7 +151,7 @@ def load_model(name: str, dtype: torch.dtype | None = None, device: str | None =
     try:
         where = resolve(name)
         if _is_int4(where):  # `seedbed quantize --method int4`: our own layout, rebuilt by its module
-            from seedbed.compress.quantize_torch import load_int4
+            from seedbed.int4 import load_int4
 
             model = load_int4(where)
         else:
@@ -170,7 +177,7 @@ def save_model(model, tokenizer, out: Path) -> None:
 
 
 def _is_int4(where: str) -> bool:
-    from seedbed.compress.quantize_torch import is_int4_dir
+    from seedbed.int4 import is_int4_dir
 
     return Path(where).is_dir() and is_int4_dir(where)
 

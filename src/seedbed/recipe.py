@@ -12,36 +12,67 @@ says exactly how it was made. Defaults cite where they come from.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-# Each data stage's config lives beside its implementation (one method = one config + one implementation).
-from seedbed.data.balance import BalanceConfig, SplitConfig
-from seedbed.data.decontaminate import DecontaminateConfig
-from seedbed.data.dedup import DedupConfig
-from seedbed.data.normalise import NormaliseConfig
-from seedbed.data.pii import PIIConfig
-from seedbed.data.quality import LanguageConfig, QualityConfig
-from seedbed.data.toxicity import ToxicityConfig
+from seedbed.atomic import atomic_write_text
+from seedbed.errors import RecipeError
+
+# Each data stage's config: pydantic only, so loading a recipe does not import the stages' libraries.
+from seedbed.curate.config import (
+    BalanceConfig,
+    DecontaminateConfig,
+    DedupConfig,
+    LanguageConfig,
+    NormaliseConfig,
+    PIIConfig,
+    QualityConfig,
+    SplitConfig,
+    ToxicityConfig,
+)
 
 
 class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class FinetuneRecipe(Stage):
-    """Instruction fine-tuning of a causal LM (LoRA or full)."""
+class TrainArgs(Stage):
+    """What every training stage (finetune, distill) is given: data, output, schedule, checkpoints, resuming.
 
-    base: str = Field("gemma-3-270m", description="Base model: 'gemma-3-270m', a local HF directory, a .gguf file or a hub id.")
+    Only the shared plumbing (`seedbed.train.trainer`) reads these. A stage whose default or wording differs
+    redefines just that field; `out` and `lr` have no shared default, so each stage gives its own.
+    """
+
     data: list[str] = Field(default_factory=list, description="Training data files or directories (JSONL, JSON, CSV, Parquet).")
     val_data: list[str] = Field(default_factory=list, description="Validation files; if empty, val_fraction of data is held out.")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of data held out for validation when val_data is empty.")
-    out: str = Field("runs/finetune", description="Output directory.")
+    out: str = Field(description="Output directory.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
+    batch_size: int = Field(4, ge=1, description="Sequences per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(gt=0, description="Peak learning rate.")
+    warmup: float = Field(0.03, ge=0, description="Warmup: a ratio of total steps if < 1, else a step count.")
+    scheduler: str = Field("cosine", description="Learning-rate schedule after warmup (a transformers scheduler name).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer examples are truncated and counted.")
+    eval_steps: int = Field(50, ge=1, description="Validation loss every N steps.")
+    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
+    logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
+    max_records: int | None = Field(None, ge=1, description="Train on a seeded random subset of N examples (quick runs).")
+    seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
+    resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
+    quiet: bool = Field(False, description="No progress bar.")
+
+
+class FinetuneRecipe(TrainArgs):
+    """Instruction fine-tuning of a causal LM (LoRA or full)."""
+
+    base: str = Field("gemma-3-270m", description="Base model: 'gemma-3-270m', a local HF directory, a .gguf file or a hub id.")
+    out: str = Field("runs/finetune", description="Output directory.")  # finetune's own default
     method: Literal["lora", "full"] = Field("lora", description="lora (PEFT adapters, merged at the end) or full.")
     # LoRA defaults: r=16, alpha=32 on all linear layers, as in the QLoRA paper's setup (Dettmers et al. 2023,
     # which found all-layer adapters needed to match full fine-tuning).
@@ -49,36 +80,28 @@ class FinetuneRecipe(Stage):
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     lora_targets: str = Field("all-linear", description="Modules to adapt: 'all-linear' or comma-separated names.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
+    # Redefined for its description: with packing, a micro-batch holds packed rows.
     batch_size: int = Field(4, ge=1, description="Sequences per micro-batch (packed rows when packing).")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float = Field(2e-4, gt=0, description="Peak learning rate (2e-4 for LoRA, ~2e-5 for full, as in TRL's docs).")
-    warmup: float = Field(0.03, ge=0, description="Warmup: a ratio of total steps if < 1, else a step count.")
-    scheduler: str = Field("cosine", description="Learning-rate schedule after warmup (a transformers scheduler name).")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer examples are truncated and counted.")
     packing: bool = Field(False, description="Pack short examples into rows of max_length, with no attention across examples.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, fp32 on CPU.")
-    eval_steps: int = Field(50, ge=1, description="Validation loss every N steps.")
-    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints.")
-    logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
-    max_records: int | None = Field(None, ge=1, description="Train on a seeded random subset of N examples (quick runs).")
-    seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
-    resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
     mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: a local file store, ./mlruns).")
     cost_per_hour: float | None = Field(None, ge=0, description="USD per machine-hour for the cost estimate (default by device).")
-    quiet: bool = Field(False, description="No progress bar.")
 
 
-class GenerateRecipe(Stage):
+class EngineArgs(Stage):
+    """Which engine runs a model: shared by every verb that generates (generate, chat, eval, serve)."""
+
+    engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for --engine llama.cpp (default: all cores).")
+
+
+class GenerateRecipe(EngineArgs):
     """Text generation from a model."""
 
     model: str = Field("gemma-3-270m", description="Model: a name, a local directory or a .gguf file.")
-    engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
-    threads: int | None = Field(None, ge=1, description="CPU threads for --engine llama.cpp (default: all cores).")
     max_new_tokens: int = Field(256, ge=1, description="Most tokens to generate.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 means greedy).")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens with this much probability.")
@@ -89,12 +112,10 @@ class GenerateRecipe(Stage):
     seed: int | None = Field(None, description="Seed for sampling.")
 
 
-class EvalRecipe(Stage):
+class EvalRecipe(EngineArgs):
     """Held-out loss and exact-match accuracy, zero- and few-shot, for one or more models on the same questions."""
 
     models: list[str] = Field(default_factory=lambda: ["base=gemma-3-270m"], description="NAME=MODEL pairs (or a MODEL alone).")
-    engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
-    threads: int | None = Field(None, ge=1, description="CPU threads for --engine llama.cpp (default: all cores).")
     data: list[str] = Field(default_factory=list, description="Held-out files with reference answers.")
     pool: list[str] = Field(default_factory=list, description="Files to draw few-shot examples from (never the held-out ones).")
     shots: list[int] = Field(default_factory=lambda: [0, 3], description="Few-shot counts to run each model with (0 = zero-shot).")
@@ -113,12 +134,10 @@ class EvalRecipe(Stage):
         return self
 
 
-class ServeRecipe(Stage):
+class ServeRecipe(EngineArgs):
     """An OpenAI-compatible server for one or more models."""
 
     model: list[str] = Field(default_factory=list, description="NAME=MODEL to serve (repeat for several).")
-    engine: Literal["torch", "llama.cpp"] = Field("torch", description="torch (transformers) or llama.cpp (a GGUF model, through llama-cpp-python).")
-    threads: int | None = Field(None, ge=1, description="CPU threads for --engine llama.cpp (default: all cores).")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     api_key: list[str] = Field(default_factory=list, description="Accepted API keys (repeatable); none: no auth.")
@@ -173,14 +192,20 @@ class DataRecipe(Stage):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 
-QUANTIZE_METHODS = ("int8", "int8-dynamic", "int4", "f16", "q8_0", "q4_k_m")
+# The one table of `seedbed quantize` methods, and the kind of output each makes: "torch" (a transformers directory,
+# quantized in PyTorch) or "gguf" (a GGUF file for llama.cpp). The --method choices are built from it.
+QUANTIZE_METHODS = {
+    "int8": "torch", "int8-dynamic": "torch", "int4": "torch",
+    "f16": "gguf", "q8_0": "gguf", "q4_k_m": "gguf",
+}
+QuantizeMethod = Literal[tuple(QUANTIZE_METHODS)]
 
 
 class QuantizeRecipe(Stage):
     """Quantize a model: int8 / int4 in PyTorch (torchao), or a GGUF file (f16, q8_0, q4_k_m) for llama.cpp."""
 
     model: str = Field("gemma-3-270m", description="Model to quantize: a name, a local directory or a hub id.")
-    method: Literal["int8", "int8-dynamic", "int4", "f16", "q8_0", "q4_k_m"] = Field(
+    method: QuantizeMethod = Field(
         "int8", description="int8: int8 weights; int8-dynamic: int8 weights and activations; int4: int4 weights "
         "(PyTorch: torchao for int8, aten kernels for int4); f16, q8_0, q4_k_m: GGUF files for llama.cpp.")
     out: str = Field("runs/quantized", description="Output directory.")
@@ -188,46 +213,34 @@ class QuantizeRecipe(Stage):
     quiet: bool = Field(False, description="No progress output.")
 
 
-class DistillRecipe(Stage):
+class DistillRecipe(TrainArgs):
     """Knowledge distillation: train a smaller student to imitate a teacher (logit or sequence level)."""
 
     teacher: str | None = Field(None, description="Teacher model: a local directory, a name or a hub id (needed unless resuming).")
     student: str = Field("keep-every-2", description="Student: a model directory / hub id, or a preset (see `seedbed distill --help`).")
+    # Redefined from TrainArgs for distill's own default or wording: data, out, lr, scheduler, eval_steps, max_records.
     data: list[str] = Field(default_factory=list, description="Training prompts/examples (any shape fine-tuning reads).")
-    val_data: list[str] = Field(default_factory=list, description="Validation files; if empty, val_fraction of data is held out.")
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of data held out for validation when val_data is empty.")
     out: str = Field("runs/distill", description="Output directory.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate (the student is trained in full).")
+    scheduler: str = Field("cosine", description="Learning-rate schedule after warmup.")
+    eval_steps: int = Field(50, ge=1, description="Validation loss and KL every N steps.")
+    max_records: int | None = Field(None, ge=1, description="Train on a seeded random subset of N examples.")
     mode: Literal["logit", "sequence"] = Field("logit", description="logit: match the teacher's token distributions (KL); sequence: train on the teacher's generated answers.")
     # Hinton, Vinyals & Dean 2015 ("Distilling the Knowledge in a Neural Network"): soft targets at a raised
     # temperature, KL scaled by T^2, mixed with the hard-label loss; T=2 and an even mix as in DistilBERT-style
-    # recipes (Sanh et al. 2019 weight the soft loss most); see seedbed/compress/distill.py for the loss.
+    # recipes (Sanh et al. 2019 weight the soft loss most); see seedbed/train/distill.py for the loss.
     temperature: float = Field(2.0, gt=0, description="Softmax temperature for the teacher's and student's distributions.")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha weights the usual cross-entropy.")
     teacher_url: str | None = Field(None, description="sequence mode: an OpenAI-compatible server (e.g. `seedbed serve`) to generate with.")
     teacher_name: str | None = Field(None, description="sequence mode: the model name on teacher_url.")
     teacher_max_new_tokens: int = Field(256, ge=1, description="sequence mode: most tokens per teacher answer.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
-    batch_size: int = Field(4, ge=1, description="Sequences per micro-batch.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    lr: float = Field(5e-4, gt=0, description="Peak learning rate (the student is trained in full).")
-    warmup: float = Field(0.03, ge=0, description="Warmup: a ratio of total steps if < 1, else a step count.")
-    scheduler: str = Field("cosine", description="Learning-rate schedule after warmup.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer examples are truncated and counted.")
-    eval_steps: int = Field(50, ge=1, description="Validation loss and KL every N steps.")
-    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
-    logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
-    max_records: int | None = Field(None, ge=1, description="Train on a seeded random subset of N examples.")
-    seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
-    resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
-    quiet: bool = Field(False, description="No progress bar.")
 
 
 class CompareRecipe(Stage):
     """Size, speed and quality of several models side by side: a markdown table and a quality-vs-speed plot."""
 
     models: list[str] = Field(default_factory=list, description="NAME=MODEL (a directory, .gguf file or quantized directory); repeat.")
+    engine: Literal["auto", "torch", "llama.cpp"] = Field("auto", description="auto: llama.cpp for GGUF models, torch for the rest; or one engine for all.")
     data: list[str] = Field(default_factory=list, description="Held-out files with reference answers (for loss and accuracy).")
     limit: int | None = Field(32, ge=1, description="Held-out examples to score (None: all).")
     max_new_tokens: int = Field(192, ge=1, description="Most tokens per generated answer (accuracy).")
@@ -252,10 +265,6 @@ class Recipe(Stage):
     quantize: QuantizeRecipe | None = None
     distill: DistillRecipe | None = None
     compare: CompareRecipe | None = None
-
-
-class RecipeError(ValueError):
-    """A recipe that does not validate; the message names the file and field."""
 
 
 def packaged_recipe(name: str) -> Path:
@@ -293,17 +302,3 @@ def save_recipe(stage: Stage, path: str | Path, section: str) -> None:
     """Write the resolved recipe for one stage, atomically, in the same format `load_recipe` reads."""
     text = yaml.safe_dump({section: stage.model_dump(mode="json")}, sort_keys=False)
     atomic_write_text(Path(path), text)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so readers see the old or the new content, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private (0600); what we write is meant to be shared like any output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 from seedbed.chat import Example
 from seedbed.data.shapes import SHAPES, BadField, examples_from_record
+from seedbed.errors import DataError
 
 PACKAGED_PREFIX = "seedbed:"
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz", ".csv.gz")
@@ -43,15 +44,15 @@ class Problem:
         return f"{self.file}:{self.line}: field '{self.field}': {self.message}"
 
 
-class DataError(ValueError):
-    """Bad input data; `.problems` holds every problem found, and the message lists them one per line."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        lines = [str(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
-        if len(problems) > MAX_PROBLEMS_SHOWN:
-            lines.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
-        super().__init__("\n".join(lines))
+def data_error(problems: list[Problem]) -> DataError:
+    """Bad input data as one `DataError`: `.problems` holds every problem found, and the message lists them one
+    per line."""
+    lines = [str(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+    error = DataError("\n".join(lines))
+    error.problems = problems
+    return error
 
 
 @dataclass
@@ -100,7 +101,7 @@ def read_examples(paths: list[str | Path]) -> InstructionData:
             summaries.append(summary)
             examples.extend(file_examples)
     if problems:
-        raise DataError(problems)
+        raise data_error(problems)
     return InstructionData(examples, summaries)
 
 

@@ -51,7 +51,7 @@ def examples_from_record(record: Any, default_id: str, source: str) -> tuple[str
     >>> shape, example.id, example.messages[1]
     ('gsm8k', 'f.jsonl:1', {'role': 'assistant', 'content': '2+3=<<2+3=5>>5 #### 5'})
     """
-    shape = _shape(record)
+    shape = record_shape(record)
     base_id = _record_id(record, default_id)
     if shape == "text":
         return shape, [Example(base_id, source, messages=[], text=_text(record, "text"))]
@@ -77,7 +77,7 @@ def _kind(value: Any) -> str:
     return next((name for t, name in kinds.items() if isinstance(value, t)), type(value).__name__)
 
 
-def _shape(record: Any) -> str:
+def record_shape(record: Any) -> str:
     if not isinstance(record, dict):
         raise BadField("-", f"expected a record (a JSON object), got {_kind(record)}")
     present = {k for k, v in record.items() if not _absent(v)}

@@ -2,7 +2,9 @@
 
 Demonstrations as previous user/assistant turns (rather than pasted into one prompt) work with any chat
 template and show the model exactly the answer format we score, as in the few-shot chat format of
-lm-eval's `--fewshot_as_multiturn`.
+lm-eval's `--fewshot_as_multiturn`. `seedbed eval` and `seedbed serve --fewshot` build their prompts with
+the same `with_demonstrations`, so eval's few-shot numbers describe what the served profile does; they differ
+only in how the examples are chosen (eval: a seeded random draw; serve: the first k, or the k most similar).
 """
 
 from __future__ import annotations
@@ -10,6 +12,28 @@ from __future__ import annotations
 import random
 
 from seedbed.chat import Example
+from seedbed.errors import EvalError
+
+
+def question_text(messages: list[dict[str, str]]) -> str:
+    """What a conversation asks: its last user turn.
+
+    >>> question_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": " 1+1? "}])
+    '1+1?'
+    """
+    return next((m["content"].strip() for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def demonstration_turns(demos: list[Example]) -> list[dict[str, str]]:
+    """Each solved example as user turn(s) and its answer as the assistant turn (system messages left out)."""
+    return [m for d in demos for m in [*(p for p in d.prompt_messages() if p["role"] != "system"),
+                                       {"role": "assistant", "content": d.reference()}]]
+
+
+def with_demonstrations(messages: list[dict[str, str]], demos: list[Example]) -> list[dict[str, str]]:
+    """`messages` with `demos` as earlier turns; a system message stays first."""
+    head = [m for m in messages[:1] if m["role"] == "system"]
+    return head + demonstration_turns(demos) + list(messages[len(head):])
 
 
 def fewshot_messages(example: Example, pool: list[Example], k: int, seed: int) -> list[dict[str, str]]:
@@ -26,24 +50,11 @@ def fewshot_messages(example: Example, pool: list[Example], k: int, seed: int) -
     prompt = example.prompt_messages()
     if k == 0:
         return list(prompt)
-    question = _question_text(example)
-    candidates = [p for p in pool if p.is_chat and _question_text(p) != question]
+    question = question_text(prompt)
+    candidates = [p for p in pool if p.is_chat and question_text(p.prompt_messages()) != question]
     if len(candidates) < k:
-        raise ValueError(
+        raise EvalError(
             f"{k}-shot prompts need {k} examples in the few-shot pool besides the question; "
             f"it has {len(candidates)} usable (chat examples with an answer)"
         )
-    demos = random.Random(f"{seed}:{example.id}").sample(candidates, k)
-    system = [m for m in prompt[:1] if m["role"] == "system"]
-    turns = [m for d in demos for m in _without_system(d.prompt_messages())
-             + [{"role": "assistant", "content": d.reference()}]]
-    return system + turns + prompt[len(system):]
-
-
-def _without_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [m for m in messages if m["role"] != "system"]
-
-
-def _question_text(example: Example) -> str:
-    """What an example asks: its prompt turns other than the system message."""
-    return "\n".join(m["content"].strip() for m in _without_system(example.prompt_messages()))
+    return with_demonstrations(prompt, random.Random(f"{seed}:{example.id}").sample(candidates, k))

@@ -15,18 +15,18 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from seedbed.atomic import atomic_write_text
 from seedbed.chat import Example, render_prompt
+from seedbed.errors import EvalError
 from seedbed.evaluate.answers import follows_format, is_correct
 from seedbed.evaluate.fewshot import fewshot_messages
-from seedbed.evaluate.heldout import heldout_loss
-from seedbed.generate import Sampling, generate
-from seedbed.recipe import EvalRecipe, atomic_write_text, save_recipe
+from seedbed.inference import load
+from seedbed.inference.generate import generate
+from seedbed.inference.stops import Sampling
+from seedbed.models import parse_model_spec
+from seedbed.recipe import EvalRecipe, save_recipe
 
 SAMPLES_KEPT = 5  # answers shown per condition in results.json
-
-
-class EvalError(ValueError):
-    """An evaluation that cannot run as asked; the message says what to change."""
 
 
 @dataclass
@@ -47,20 +47,6 @@ class EvalResult:
     conditions: list[ConditionResult]
     data: list[str]
     n_questions: int
-
-
-def parse_model_spec(spec: str) -> tuple[str, str]:
-    """`NAME=MODEL`, or a `MODEL` alone (named by its last path component).
-
-    >>> parse_model_spec("tuned=runs/demo/model"), parse_model_spec("runs/demo/model")
-    (('tuned', 'runs/demo/model'), ('model', 'runs/demo/model'))
-    >>> parse_model_spec("runs/a=b/model")  # an '=' inside a path is part of the path
-    ('model', 'runs/a=b/model')
-    """
-    name, sep, model = spec.partition("=")
-    if sep and name and "/" not in name:
-        return name, model
-    return Path(spec.rstrip("/")).name or spec, spec
 
 
 def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None = None) -> EvalResult:
@@ -102,28 +88,16 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
 
 def _evaluate_model(model_name: str, conditions: list[tuple[str, str, int]], questions: list[Example],
                     pool: list[Example], recipe: EvalRecipe) -> list[ConditionResult]:
-    if recipe.engine == "llama.cpp":
-        from seedbed.llamacpp import LlamaCppModel
-
-        llama = LlamaCppModel(model_name, n_threads=recipe.threads)
-        tokenizer = llama.tokenizer
-        held = llama.heldout_loss(questions, max_length=recipe.max_length)
-        complete = llama.generate
-    else:
-        from seedbed.models import load_model
-
-        model, tokenizer = load_model(model_name)
-        held = heldout_loss(model, tokenizer, questions, max_length=recipe.max_length, batch_size=recipe.batch_size)
-
-        def complete(prompts, sampling, progress=None):
-            return generate(model, tokenizer, prompts, sampling, recipe.batch_size, progress=progress)
+    backend = load(model_name, recipe.engine, recipe.threads)
+    tokenizer = backend.tokenizer
+    held = backend.heldout_loss(questions, max_length=recipe.max_length, batch_size=recipe.batch_size)
     loss = None if math.isnan(held["loss"]) else held["loss"]
     sampling = Sampling(greedy=True, max_new_tokens=recipe.max_new_tokens)
     results = []
     for name, _, shots in conditions:
         prompts = [render_prompt(tokenizer, fewshot_messages(q, pool, shots, recipe.seed)) for q in questions]
         with _progress(f"{name} {shots}-shot", len(prompts), recipe.quiet) as advance:
-            predictions = complete(prompts, sampling, progress=advance)
+            predictions = generate(backend, prompts, sampling, recipe.batch_size, progress=advance)
         references = [q.reference() for q in questions]
         correct = [is_correct(p, r) for p, r in zip(predictions, references)]
         samples = [{"question": q.prompt_messages()[-1]["content"], "reference": r, "prediction": p, "correct": c}
@@ -158,13 +132,14 @@ def markdown_table(result: EvalResult) -> str:
     |---|---|---|---|---|---|---|---|
     | base | m | 0 | 10 | 30.0% | 50.0% | 1.200 | 3.32 |
     """
-    lines = ["| condition | model | shots | n | accuracy | follows format | held-out loss | perplexity |",
-             "|---|---|---|---|---|---|---|---|"]
-    for c in result.conditions:
-        loss = "-" if c.loss is None else f"{c.loss:.3f}"
-        ppl = "-" if c.perplexity is None else f"{c.perplexity:.2f}"
-        lines.append(f"| {c.name} | {c.model} | {c.shots} | {c.n} | {c.accuracy:.1%} | {c.format_rate:.1%} | {loss} | {ppl} |")
-    return "\n".join(lines)
+    from seedbed.evaluate.tables import markdown_table as render_table
+
+    return render_table(
+        ["condition", "model", "shots", "n", "accuracy", "follows format", "held-out loss", "perplexity"],
+        [[c.name, c.model, c.shots, c.n, f"{c.accuracy:.1%}", f"{c.format_rate:.1%}",
+          "-" if c.loss is None else f"{c.loss:.3f}", "-" if c.perplexity is None else f"{c.perplexity:.2f}"]
+         for c in result.conditions],
+    )
 
 
 def _write(result: EvalResult, recipe: EvalRecipe) -> None:

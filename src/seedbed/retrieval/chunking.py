@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from seedbed.errors import RetrievalError
+
 CHUNK_SIZE = 800
 OVERLAP = 160
 
@@ -37,7 +39,7 @@ def chunk_text(text: str, size: int = CHUNK_SIZE, overlap: int = OVERLAP) -> lis
     ['One two. Three four.', 'four. Five six.']
     """
     if size < 1 or not 0 <= overlap < size:
-        raise ValueError(f"need size >= 1 and 0 <= overlap < size (got size={size}, overlap={overlap})")
+        raise RetrievalError(f"need size >= 1 and 0 <= overlap < size (got size={size}, overlap={overlap})")
     chunks: list[Chunk] = []
     start = _skip_space(text, 0)
     while start < len(text):

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from seedbed.errors import RetrievalError
+
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl", ".pdf")
 TEXT_FIELDS = ("text", "content")  # looked up in this order in a JSONL record
 
 
-class DocumentError(ValueError):
-    """A file that cannot be read as documents; the message names the file (and line)."""
+class DocumentError(RetrievalError):
+    """A document that cannot be read or indexed; the message names the file (and line)."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from seedbed.errors import RetrievalError
 from seedbed.retrieval.chunking import CHUNK_SIZE, OVERLAP
 from seedbed.retrieval.documents import Document, find_files, read_file
 from seedbed.retrieval.store import EMBED_BATCH, Store
@@ -106,7 +107,7 @@ def remove_from_index(out: str, sources: list[str]) -> list[str]:
         matched = {item: [s for s, path in indexed.items() if s == item or _within(path, [Path(item).resolve()])]
                    for item in sources}
         if unknown := [item for item, found in matched.items() if not found]:
-            raise ValueError(f"{out}: no indexed source matches {', '.join(unknown)}")
+            raise RetrievalError(f"{out}: no indexed source matches {', '.join(unknown)}")
         removed = sorted({s for found in matched.values() for s in found})
         for source in removed:
             store.delete_source(source)

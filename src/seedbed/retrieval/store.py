@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seedbed.atomic import atomic_path, atomic_write_text
+from seedbed.errors import RetrievalError
 from seedbed.retrieval.chunking import Chunk, chunk_text
 from seedbed.retrieval.documents import Document
 from seedbed.retrieval.embedder import DIMENSION, MODEL_NAME, Embedder
@@ -90,7 +92,7 @@ class Store:
         if self.vectors_path.is_file():
             saved = _usearch_metadata(self.vectors_path)
             if not saved or saved["dimensions"] != DIMENSION:
-                raise ValueError(f"{self.vectors_path}: not a usearch index of {DIMENSION}-dimensional vectors "
+                raise RetrievalError(f"{self.vectors_path}: not a usearch index of {DIMENSION}-dimensional vectors "
                                  f"({saved['dimensions'] if saved else 'unreadable'}); rebuild the index")
             self.vectors = Index.restore(str(self.vectors_path))
         else:
@@ -137,7 +139,8 @@ class Store:
         with self._lock:
             if not self._unsaved:
                 return
-            _replace_atomically(self.vectors_path, lambda tmp: self.vectors.save(str(tmp)))
+            with atomic_path(self.vectors_path) as tmp:
+                self.vectors.save(str(tmp))
             self._unsaved = False
 
     def close(self) -> None:
@@ -259,26 +262,26 @@ def _open_settings(directory: Path, chunk_size: int | None, overlap: int | None)
         settings = json.loads(meta_path.read_text())
         built = (settings.get("embedder"), settings.get("dimension"))
         if built != (MODEL_NAME, DIMENSION):
-            raise ValueError(f"{directory}: index built with embedder {built[0]} ({built[1]} dimensions), but this "
+            raise RetrievalError(f"{directory}: index built with embedder {built[0]} ({built[1]} dimensions), but this "
                              f"Seedbed embeds with {MODEL_NAME} ({DIMENSION}); rebuild it into a new directory")
         if settings.get("format") != FORMAT:
-            raise ValueError(f"{directory}: index format {settings.get('format', 0)}, this Seedbed reads format "
+            raise RetrievalError(f"{directory}: index format {settings.get('format', 0)}, this Seedbed reads format "
                              f"{FORMAT}; rebuild it into a new directory")
         asked = (chunk_size, overlap)
         if chunk_size is not None and asked != (settings["chunk_size"], settings["overlap"]):
-            raise ValueError(f"{directory}: index built with chunk size {settings['chunk_size']} and overlap "
+            raise RetrievalError(f"{directory}: index built with chunk size {settings['chunk_size']} and overlap "
                              f"{settings['overlap']}, asked for {chunk_size} and {overlap}; pass the same "
                              "(--chunk-size/--overlap) or build a new index")
         return settings
     if chunk_size is None or overlap is None:
-        raise ValueError(f"{directory}: not a Seedbed index (build one with: seedbed index FILES --out {directory})")
+        raise RetrievalError(f"{directory}: not a Seedbed index (build one with: seedbed index FILES --out {directory})")
     chunk_text("", chunk_size, overlap)  # reject impossible settings before creating anything
     if directory.is_dir() and any(directory.iterdir()):
-        raise ValueError(f"{directory}: exists and is not a Seedbed index; choose a new or empty directory")
+        raise RetrievalError(f"{directory}: exists and is not a Seedbed index; choose a new or empty directory")
     settings = {"format": FORMAT, "embedder": MODEL_NAME, "dimension": DIMENSION, "chunk_size": chunk_size,
                 "overlap": overlap, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     directory.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(meta_path, lambda tmp: tmp.write_text(json.dumps(settings, indent=2) + "\n"))
+    atomic_write_text(meta_path, json.dumps(settings, indent=2) + "\n")
     return settings
 
 
@@ -293,19 +296,6 @@ def _batches(changed: list[tuple], max_chunks: int):
             batch, size = [], 0
     if batch:
         yield batch
-
-
-def _replace_atomically(path: Path, write) -> None:
-    """`write(tmp)`, then rename tmp over `path`: readers see the old file or the new one, never half of one.
-    (Like recipe.atomic_write_text, but the file gets the usual permissions rather than mkstemp's 0600, so an
-    index built by one user can be served by another.)"""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _usearch_metadata(path: Path) -> dict | None:

@@ -12,20 +12,29 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 
 from fastapi import Request as HTTPRequest
 
 from seedbed.chat import render_prompt
-from seedbed.serve.app import APIError, ServerConfig, _complete, _count, _engine, _finish, _request, _sse, _usage, sse_event
+from seedbed.errors import ToolError
+from seedbed.serve.calculator import CalculatorError, calculate, pending_annotation
 from seedbed.serve.engine import Engine
+from seedbed.serve.grounding import ground
+from seedbed.serve.metrics import ServerMetrics
+from seedbed.serve.protocol import (
+    APIError, Chunks, ServerConfig, complete_within_limits, count_tokens, find_engine, finish_reason, new_request,
+    sse_event, sse_response, usage,
+)
+from seedbed.serve.tools import (
+    messages_for_template, parse_tool_calls, run_tool_loop, tool_from_openai, tools_system_prompt,
+)
 
 log = logging.getLogger("seedbed.serve")
 MAX_ANNOTATIONS = 16  # calculator completions per answer: bounds a model that loops on `<<`
 MAX_TOOL_STEPS = 4
 
 
-def _content(message) -> str:
+def content_text(message) -> str:
     content = message.content
     if content is None or isinstance(content, str):
         return content or ""
@@ -37,10 +46,10 @@ def _content(message) -> str:
     return "\n".join(texts)
 
 
-def _messages(body) -> list[dict]:
+def plain_messages(body) -> list[dict]:
     out = []
     for m in body.messages:
-        message = {"role": "system" if m.role == "developer" else m.role, "content": _content(m)}
+        message = {"role": "system" if m.role == "developer" else m.role, "content": content_text(m)}
         if m.tool_calls:
             message["tool_calls"] = m.tool_calls
         if m.tool_call_id:
@@ -49,7 +58,7 @@ def _messages(body) -> list[dict]:
     return out
 
 
-def _render(engine: Engine, messages: list[dict]) -> list[int]:
+def prompt_ids(engine: Engine, messages: list[dict]) -> list[int]:
     try:
         text = render_prompt(engine.tokenizer, messages)
     except Exception as e:  # a template that rejects the conversation (e.g. roles out of order) is the caller's input
@@ -57,20 +66,18 @@ def _render(engine: Engine, messages: list[dict]) -> list[int]:
     return engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-async def _answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool):
+async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool):
     """Generate one assistant reply; with `calculator`, complete each `<<EXPR=` annotation exactly on the way."""
-    if calculator:
-        from seedbed.serve.calculator import CalculatorError, calculate, pending_annotation
-    prompt_ids = _render(engine, messages)
+    prompt = prompt_ids(engine, messages)
     text, total = "", None
     for _ in range(MAX_ANNOTATIONS + 1):
-        ids = prompt_ids + (engine.tokenizer(text, add_special_tokens=False)["input_ids"] if text else [])
-        request = _request(config, engine, ids, body, body.max_completion_tokens or body.max_tokens,
-                           stop_when=(lambda t: pending_annotation(text + t) is not None) if calculator else None)
+        ids = prompt + (engine.tokenizer(text, add_special_tokens=False)["input_ids"] if text else [])
+        request = new_request(config, engine, ids, body, body.max_completion_tokens or body.max_tokens,
+                              stop_when=(lambda t: pending_annotation(text + t) is not None) if calculator else None)
         if total is not None:
             request.max_tokens = max(1, request.max_tokens - total.completion_tokens)
-        text += await _complete(engine, request, config, http)
-        request.prompt_ids = prompt_ids  # usage counts the user's prompt once
+        text += await complete_within_limits(engine, request, config, http)
+        request.prompt_ids = prompt  # usage counts the user's prompt once
         request.completion_tokens += total.completion_tokens if total else 0
         total = request
         expression = pending_annotation(text) if calculator and request.finish_reason == "stop" else None
@@ -83,72 +90,63 @@ async def _answer(config: ServerConfig, engine: Engine, messages: list[dict], bo
     return text, total
 
 
-async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics) -> dict:
-    engine = _engine(config, body.model)
-    messages = _messages(body)
+async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics: ServerMetrics):
+    engine = find_engine(config, body.model)
+    messages = plain_messages(body)
     if body.model in config.fewshot:
         messages = config.fewshot[body.model].apply(messages)
     citations = None
     if body.model in config.rag:
-        from seedbed.serve.grounding import ground
-
         messages, citations = ground(config.rag[body.model], messages)
     declared = []
     if body.tools and body.tool_choice != "none":
-        from seedbed.serve.tools import ToolError, tool_from_openai
-
         try:
             declared = [tool_from_openai(spec) for spec in body.tools]
         except ToolError as e:
             raise APIError(400, str(e), param="tools") from None
     server_side = {t.name: config.tools[t.name] for t in declared if t.name in config.tools}
+    chunks = Chunks("chat.completion.chunk", body.model)
 
     if not declared and body.stream:
-        ids = _render(engine, messages)
-        request = _request(config, engine, ids, body, body.max_completion_tokens or body.max_tokens)
-        return _sse(_chat_stream(engine, request, body, metrics, citations), http)
+        request = new_request(config, engine, prompt_ids(engine, messages), body,
+                              body.max_completion_tokens or body.max_tokens)
+        return sse_response(chat_stream(engine, request, body, metrics, citations, chunks))
 
     if declared:
-        text, requests = await _with_tools(config, engine, messages, body, http, declared, server_side)
-        from seedbed.serve.tools import parse_tool_calls
-
+        text, requests = await with_tools(config, engine, messages, body, http, declared, server_side)
         content, calls = parse_tool_calls(text)
         calls = [c for c in calls if c.name not in server_side]  # server tools already ran; the rest are the client's
     else:
-        content, request = await _answer(config, engine, messages, body, http, calculator=False)
+        content, request = await answer(config, engine, messages, body, http, calculator=False)
         requests, calls = [request], []
-    usage = {k: sum(_usage(r)[k] for r in requests) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    total = {k: sum(usage(r)[k] for r in requests) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
     for r in requests:
-        _count(metrics, engine, r)
+        count_tokens(metrics, engine, r)
     message = {"role": "assistant", "content": content if not calls else (content or None)}
     if calls:
         message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                                  for c in calls]
-    finish = "tool_calls" if calls else _finish(requests[-1])
-    response = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-        "model": body.model, "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage,
-    }
+    finish = "tool_calls" if calls else finish_reason(requests[-1])
+    response = {"id": chunks.id, "object": "chat.completion", "created": chunks.created, "model": body.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": total}
     if citations is not None:
         response["seedbed_citations"] = citations
     if config.log_content:  # only when the operator asked: prompts and answers are the users' data
         log.info("chat %s: %s -> %s", body.model, json.dumps(messages)[:2000], json.dumps(message)[:2000])
     if body.stream:  # tools were involved: the answer is complete already, sent as one streamed chunk
-        return _sse(_replay(response, body), http)
+        return sse_response(replay(response, body, chunks))
     return response
 
 
-async def _with_tools(config, engine, messages, body, http, declared, server_side) -> tuple[str, list]:
+async def with_tools(config, engine, messages, body, http, declared, server_side) -> tuple[str, list]:
     """Generate with the tools described to the model; run server-side tools in a bounded loop."""
-    from seedbed.serve.tools import messages_for_template, run_tool_loop, tools_system_prompt
-
     calculator = "calculator" in server_side
     prompt = [{"role": "system", "content": tools_system_prompt(declared)}, *messages]
     requests, loop = [], asyncio.get_running_loop()
 
     def reply(conversation: list[dict]) -> str:  # runs in a worker thread inside run_tool_loop
         future = asyncio.run_coroutine_threadsafe(
-            _answer(config, engine, messages_for_template(conversation), body, http, calculator), loop)
+            answer(config, engine, messages_for_template(conversation), body, http, calculator), loop)
         text, request = future.result()
         requests.append(request)
         return text
@@ -160,37 +158,35 @@ async def _with_tools(config, engine, messages, body, http, declared, server_sid
     return text, requests
 
 
-def _chunk(cid, created, model, delta: dict, finish=None) -> dict:
-    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-
-async def _chat_stream(engine: Engine, request, body, metrics, citations):
-    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    first = _chunk(cid, created, body.model, {"role": "assistant", "content": ""})
+async def chat_stream(engine: Engine, request, body, metrics: ServerMetrics, citations, chunks: Chunks):
+    first = chunks.choice({"delta": {"role": "assistant", "content": ""}})
     if citations is not None:
         first["seedbed_citations"] = citations
     yield sse_event(first)
+    started = True
     async for piece in engine.stream(request):
-        yield sse_event(_chunk(cid, created, body.model, {"content": piece}))
-    yield sse_event(_chunk(cid, created, body.model, {}, _finish(request)))
+        if started:
+            metrics.first_token.labels(engine.name).observe(time.monotonic() - request.started)
+            started = False
+        yield sse_event(chunks.choice({"delta": {"content": piece}}))
+    yield sse_event(chunks.choice({"delta": {}}, finish_reason(request)))
     if body.stream_options and body.stream_options.include_usage:
-        yield sse_event({**_chunk(cid, created, body.model, {}), "choices": [], "usage": _usage(request)})
-    _count(metrics, engine, request)
+        yield sse_event(chunks.usage(usage(request)))
+    count_tokens(metrics, engine, request)
     yield sse_event("[DONE]")
 
 
-async def _replay(response: dict, body):
-    cid, created, model = response["id"], response["created"], response["model"]
+async def replay(response: dict, body, chunks: Chunks):
+    """A reply computed whole (tools were involved), sent as the chunks of a stream."""
     message, finish = response["choices"][0]["message"], response["choices"][0]["finish_reason"]
     delta = {"role": "assistant", "content": message.get("content") or ""}
     if "tool_calls" in message:
         delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
-    first = _chunk(cid, created, model, delta)
+    first = chunks.choice({"delta": delta})
     if "seedbed_citations" in response:
         first["seedbed_citations"] = response["seedbed_citations"]
     yield sse_event(first)
-    yield sse_event(_chunk(cid, created, model, {}, finish))
+    yield sse_event(chunks.choice({"delta": {}}, finish))
     if body.stream_options and body.stream_options.include_usage:
-        yield sse_event({**_chunk(cid, created, model, {}), "choices": [], "usage": response["usage"]})
+        yield sse_event(chunks.usage(response["usage"]))
     yield sse_event("[DONE]")

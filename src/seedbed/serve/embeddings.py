@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 
+from seedbed.serve.protocol import APIError
+
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -13,8 +15,6 @@ async def embed_response(body) -> dict:
 
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     if any(not isinstance(t, str) or not t for t in texts):
-        from seedbed.serve.app import APIError
-
         raise APIError(400, "input must be a non-empty string or a list of non-empty strings", param="input")
     vectors = await asyncio.to_thread(Embedder().embed, texts)  # (n, 384) float32, L2-normalised
     data = []

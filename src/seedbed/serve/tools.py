@@ -22,16 +22,13 @@ from typing import Callable
 
 import yaml
 
+from seedbed.errors import ToolError
 from seedbed.serve.calculator import calculate
 
 NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names
 CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 HTTP_TIMEOUT_S = 10
 EMPTY_SCHEMA = {"type": "object", "properties": {}}
-
-
-class ToolError(ValueError):
-    """A tool declaration that cannot be used; the message names the field at fault."""
 
 
 @dataclass

@@ -6,30 +6,30 @@
 What we add on top of TRL: our readers (every shape, errors with file:line:field), tokenization that puts labels
 on assistant tokens only for any chat template, accounting of every example, a progress bar, MLflow, and an
 output directory that is a complete, documented model: merged weights + tokenizer + recipe.yaml + metrics.json +
-a model card with lineage.
+a model card with lineage. What distillation shares with it (data, tokenization, trainer, resuming, saving,
+metrics) is in `seedbed.train.trainer`; this module holds the LoRA / full specifics.
 """
 
 from __future__ import annotations
 
 import json
-import random
-import resource
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from seedbed.chat import tokenize_example
-from seedbed.data.readers import read_examples
-from seedbed.models import default_device, load_model, save_model
-from seedbed.recipe import FinetuneRecipe, RecipeError, atomic_write_text, load_recipe, save_recipe
+from seedbed.atomic import atomic_write_text
+from seedbed.errors import RecipeError
+from seedbed.models import load_model
+from seedbed.recipe import FinetuneRecipe, save_recipe
 from seedbed.train import callbacks as cb
 from seedbed.train import lineage
 from seedbed.train.tracking import mlflow_run
-
-CHECKPOINTS = "checkpoints"
+from seedbed.train.trainer import (
+    CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, read_splits, resolve_precision,
+    run_metrics, save_model_dir, sft_config, start_or_resume,
+)
 
 
 @dataclass
@@ -38,96 +38,12 @@ class FinetuneResult:
     metrics: dict
 
 
-def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """Mean next-token cross-entropy over labelled (answer) tokens, computing logits only where it is needed.
-
-    The output layer is most of the cost of a small model with a large vocabulary (Gemma 3 270M: 640 x 262,144),
-    and prompt tokens carry no loss, so we ask the model for logits only at positions whose next token is labelled.
-    """
-    labels = inputs.pop("labels")
-    next_labels = labels[:, 1:]  # (batch, seq - 1): the token each position must predict
-    keep = (next_labels != -100).any(dim=0).nonzero().flatten()  # positions labelled in any row
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (batch, kept, vocab)
-    targets = next_labels[:, keep]
-    loss = torch.nn.functional.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
-    )
-    count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
-    return loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
-
-
-def build_features(tokenizer, examples, max_length: int) -> tuple[list[dict], dict]:
-    """Tokenize examples for training; count what truncation cut and what it left without an answer."""
-    features, truncated, no_answer = [], 0, []
-    for example in examples:
-        full = tokenize_example(tokenizer, example)
-        if len(full["input_ids"]) > max_length:
-            truncated += 1
-            full = {k: v[:max_length] for k, v in full.items()}
-        if not any(full["assistant_masks"]):
-            no_answer.append(example.id)  # nothing left to learn from: counted and named, not silently lost
-            continue
-        features.append(full)
-    return features, {"truncated": truncated, "dropped_no_answer": len(no_answer), "dropped_ids": no_answer[:100]}
-
-
-def split_validation(examples: list, fraction: float, seed: int) -> tuple[list, list]:
-    """A seeded random split; at least one validation example whenever there are two or more."""
-    if fraction <= 0 or len(examples) < 2:
-        return examples, []
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(examples) * fraction))
-    held = set(order[:n_val])
-    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
-
-
-def resolve_precision(precision: str) -> tuple[torch.dtype, dict]:
-    """Model dtype and trainer flags. auto: bf16 on a GPU that supports it, else fp32 (CPU bf16 is slow)."""
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "bf16":
-        return torch.float32, {"bf16": True, "fp16": False}  # fp32 master weights, bf16 autocast
-    if precision == "fp16":
-        return torch.float32, {"bf16": False, "fp16": True}
-    # Said explicitly: TRL's SFTConfig turns bf16 autocast on by default, on the CPU too, where it is slower.
-    return torch.float32, {"bf16": False, "fp16": False}
-
-
-def _last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt = out / CHECKPOINTS
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-
-
-def answer_only_trainer_class():
-    from trl import SFTTrainer
-
-    class SeedbedSFTTrainer(SFTTrainer):
-        """SFTTrainer with `answer_only_loss` off the GPU.
-
-        TRL's fused log-prob head runs a Triton kernel on GPUs; elsewhere its pure-torch fallback scores every
-        position and computes entropy over the whole vocabulary, which measured 57 tokens/s against about 100 for
-        `answer_only_loss` on Gemma 3 270M with 2 CPU cores (benchmarks/BENCHMARKS.md). On GPUs TRL's path stays.
-        """
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or self.args.device.type == "cuda":
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return answer_only_loss(model, inputs, num_items_in_batch)
-
-    return SeedbedSFTTrainer
-
-
 def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneResult:
     """Fine-tune `recipe.base` on `recipe.data` and write a complete model directory to `recipe.out`.
 
     >>> finetune(FinetuneRecipe(base="tiny-llama/", data=["train.jsonl"], out="runs/t"))  # doctest: +SKIP
     FinetuneResult(out=PosixPath('runs/t'), metrics={...})
     """
-    from peft import LoraConfig
-
     recipe, resume_from = start_or_resume(recipe, "finetune")
     out = Path(recipe.out)
     torch.manual_seed(recipe.seed)
@@ -148,13 +64,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
         activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5's name for it
         save_total_limit=recipe.save_total_limit,
     )
-    peft_config = None
-    if recipe.method == "lora":
-        targets = recipe.lora_targets if recipe.lora_targets == "all-linear" else recipe.lora_targets.split(",")
-        peft_config = LoraConfig(
-            r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-            target_modules=targets, task_type="CAUSAL_LM",
-        )
+    peft_config = lora_config(recipe) if recipe.method == "lora" else None
     clock = cb.WallClock(resume_from)
     trainer = build_trainer(
         answer_only_trainer_class(), model=model, tokenizer=tokenizer, config=config, train_features=train_features,
@@ -172,7 +82,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
         final = trainer.model.merge_and_unload() if recipe.method == "lora" else trainer.model
         if recipe.method == "lora":
             trainer.model.save_pretrained(out / "adapter")  # keep the adapter too: small, and mergeable elsewhere
-        save_atomically(final, tokenizer, out)
+        save_model_dir(final, tokenizer, out)
 
         metrics = run_metrics(
             trainer, result, clock, data=data, not_sampled=not_sampled, features=(train_features, val_features),
@@ -196,143 +106,12 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     return FinetuneResult(out, metrics)
 
 
-def start_or_resume(recipe, section: str):
-    """The recipe to run and the checkpoint to resume from, for a training stage whose output is `recipe.out`.
+def lora_config(recipe: FinetuneRecipe):
+    """PEFT's LoraConfig from the recipe's lora_* fields."""
+    from peft import LoraConfig
 
-    With `resume`, the recipe saved in `out` is the one that runs (only `quiet` is taken from the caller); without,
-    an `out` that already holds a run is refused, never silently overwritten.
-    """
-    out = Path(recipe.out)
-    resume_from = None
-    if recipe.resume:
-        saved = out / "recipe.yaml"
-        if not saved.is_file():
-            raise RecipeError(f"{out}: nothing to resume (no recipe.yaml); start the run without --resume")
-        recipe = getattr(load_recipe(saved), section).model_copy(update={"resume": True, "quiet": recipe.quiet})
-        resume_from = _last_checkpoint(out)
-    elif _last_checkpoint(out) or (out / "metrics.json").exists():
-        raise RecipeError(f"out: {out} already holds a run; pass --resume to continue it, or choose another --out")
-    if not recipe.data:
-        raise RecipeError("data: give at least one training file (--data FILE)")
-    return recipe, resume_from
-
-
-def read_splits(recipe):
-    """Read `recipe.data` and split it: (read data, train examples, validation examples, left out by max_records)."""
-    data = read_examples(recipe.data)
-    train_examples, val_examples = (
-        (data.examples, read_examples(recipe.val_data).examples)
-        if recipe.val_data
-        else split_validation(data.examples, recipe.val_fraction, recipe.seed)
+    targets = recipe.lora_targets if recipe.lora_targets == "all-linear" else recipe.lora_targets.split(",")
+    return LoraConfig(
+        r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+        target_modules=targets, task_type="CAUSAL_LM",
     )
-    not_sampled = 0
-    if recipe.max_records and recipe.max_records < len(train_examples):
-        not_sampled = len(train_examples) - recipe.max_records
-        # A seeded random subset in file order, so that a mix of files stays a mix.
-        keep = sorted(random.Random(recipe.seed).sample(range(len(train_examples)), recipe.max_records))
-        train_examples = [train_examples[i] for i in keep]
-    return data, train_examples, val_examples, not_sampled
-
-
-def sft_config(recipe, out: Path, *, has_val: bool, resumed: bool, precision_flags: dict, **extra):
-    """TRL's SFTConfig from the fields every training recipe has; `extra` adds stage-specific settings."""
-    from trl import SFTConfig
-
-    return SFTConfig(
-        output_dir=str(out / CHECKPOINTS),
-        per_device_train_batch_size=recipe.batch_size,
-        per_device_eval_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.grad_accum,
-        learning_rate=recipe.lr,
-        lr_scheduler_type=recipe.scheduler,
-        warmup_steps=recipe.warmup,
-        weight_decay=recipe.weight_decay,
-        num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps,
-        max_length=recipe.max_length,
-        logging_steps=recipe.logging_steps,
-        eval_strategy="steps" if has_val else "no",
-        eval_steps=recipe.eval_steps,
-        eval_on_start=has_val and not resumed,  # the step-0 point of the validation curve
-        save_steps=recipe.save_steps,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        use_cpu=default_device() == "cpu",
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",
-        disable_tqdm=True,
-        prediction_loss_only=True,  # validation needs the loss only, not the logits
-        dataset_num_proc=None,
-        **precision_flags,
-        **extra,
-    )
-
-
-def build_trainer(trainer_class, *, model, tokenizer, config, train_features, val_features, callbacks, **kwargs):
-    """A trainer on tokenized features, with our callbacks in place of the printer's dict dumps."""
-    from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer = trainer_class(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(train_features),
-        eval_dataset=Dataset.from_list(val_features) if val_features else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        **kwargs,
-    )
-    trainer.remove_callback(PrinterCallback)  # our progress bar shows the same, without dict dumps
-    return trainer
-
-
-def run_metrics(trainer, result, clock, *, data, not_sampled: int, features: tuple, stats: tuple,
-                precision_flags: dict, parameters: dict) -> dict:
-    """metrics.json of a finished training run: curves, throughput, memory, example accounting, machine."""
-    state = trainer.state
-    (train_features, val_features), (train_stats, val_stats) = features, stats
-    session_tokens = state.num_input_tokens_seen - (clock.tokens_at_start or 0)
-    session_time = result.metrics.get("train_runtime", 1e-9)
-    return {
-        "train": [
-            {"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "lr": h.get("learning_rate"),
-             "tokens": h.get("num_input_tokens_seen")}
-            for h in state.log_history if "loss" in h
-        ],
-        "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in state.log_history if "eval_loss" in h],
-        "steps": state.global_step,
-        "tokens_seen": int(state.num_input_tokens_seen),
-        "wall_time_s": round(clock.total, 2),
-        "tokens_per_s": round(session_tokens / session_time, 2),
-        **_peak_memory(),
-        **parameters,
-        "examples": {
-            "records_read": sum(f.records for f in data.files), "examples_read": len(data.examples),
-            "train": len(train_features),
-            "val": len(val_features), "not_sampled": not_sampled,
-            "truncated": train_stats["truncated"] + val_stats["truncated"],
-            "dropped_no_answer": train_stats["dropped_no_answer"] + val_stats["dropped_no_answer"],
-            "dropped_ids": train_stats["dropped_ids"] + val_stats["dropped_ids"],
-        },
-        "device": default_device(),
-        "precision": next((p for p in ("bf16", "fp16") if precision_flags[p]), "fp32"),
-        "hardware": lineage.hardware(),
-        "packages": lineage.package_versions(),
-        "data_files": [f.__dict__ for f in data.files],
-    }
-
-
-def save_atomically(model, tokenizer, out: Path) -> None:
-    """Write the model beside `out`, then move its files in, so `out` never holds a half-written model."""
-    tmp = out / f".model-{time.time_ns()}"
-    save_model(model, tokenizer, tmp)
-    for f in tmp.iterdir():
-        f.replace(out / f.name)
-    tmp.rmdir()
-
-
-def _peak_memory() -> dict:
-    if torch.cuda.is_available():
-        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(), "peak_memory_kind": "cuda max allocated"}
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory, model load included.
-    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_kind": "peak RSS"}

@@ -1,1 +1,0 @@
-"""Compress: make a model cheaper to run (quantization, GGUF export, distillation) and measure the trade-off."""

@@ -1,0 +1,67 @@
+"""Inference: one decode path behind every verb that generates (generate, chat, eval, serve, distill's teacher).
+
+    backend = load("runs/demo/model")                        # torch (transformers)
+    backend = load("runs/demo-q4", engine="llama.cpp")       # a GGUF model in llama.cpp
+    generate(backend, prompts, Sampling(greedy=True))
+
+A backend computes; it does not queue. `seedbed.serve.engine.Engine` composes one with a request queue and a
+worker thread. Both backends stop rows with the same scanner (`stops.TextTracker`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from seedbed.inference.request import Request
+from seedbed.inference.stops import Sampling
+
+ENGINES = ("torch", "llama.cpp")
+
+
+class Backend(Protocol):
+    """What every verb needs from a loaded model, whatever runs it."""
+
+    name: str
+    tokenizer: object  # a Hugging Face tokenizer with a chat template: both backends tokenize the same way
+    max_context: int  # longest prompt + completion, in tokens
+    max_batch: int  # most requests one `decode` call takes (llama.cpp: 1)
+
+    def decode(self, batch: list[Request]) -> None:
+        """Decode each request to its end: `request.emit(piece)` as its text becomes safe to show, then
+        `request.end(reason)`; a request whose `cancelled` turns true ends at its next step."""
+
+    def heldout_loss(self, examples: list, max_length: int = 1024, batch_size: int = 8) -> dict:
+        """Mean cross-entropy and perplexity over the examples' answer tokens."""
+
+
+def is_gguf_model(name: str) -> bool:
+    """A .gguf file, or a directory with a .gguf and no config.json (what `seedbed quantize` writes for GGUF)."""
+    path = Path(name)
+    if path.suffix == ".gguf":
+        return True
+    return path.is_dir() and not (path / "config.json").is_file() and any(path.glob("*.gguf"))
+
+
+def resolve_engine(name: str, engine: str) -> str:
+    """`torch` or `llama.cpp`; `auto` picks llama.cpp for a GGUF model and torch for anything else."""
+    if engine == "auto":
+        return "llama.cpp" if is_gguf_model(name) else "torch"
+    return engine
+
+
+def load(name: str, engine: str = "torch", threads: int | None = None) -> Backend:
+    """Load model `name` on `engine` ("torch", "llama.cpp" or "auto"); `threads` is llama.cpp's CPU thread count.
+
+    >>> backend = load("runs/demo/model")  # doctest: +SKIP
+    """
+    if resolve_engine(name, engine) == "llama.cpp":
+        from seedbed.inference.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(name, n_threads=threads)
+    from seedbed.inference.hf import TorchBackend
+
+    return TorchBackend.load(name)
+
+
+__all__ = ["ENGINES", "Backend", "Request", "Sampling", "is_gguf_model", "load", "resolve_engine"]

@@ -1,0 +1,59 @@
+"""A decode request: prompt tokens and sampling settings in; text pieces, token count and finish reason out.
+
+Both backends decode lists of these; whoever submits one (the server's engine, `generate`, `eval`) says where
+its text goes by setting `on_piece` and `on_end`. The backend calls `emit(piece)` as text becomes safe to show and
+`end(reason)` once, when the row is done ("stop", "length" or "cancelled"); whoever runs the backend calls
+`fail(error)` on the requests a backend failure left unfinished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from seedbed.inference.stops import Sampling, stop_strings
+
+
+def _ignore(*_args) -> None:
+    return None
+
+
+@dataclass
+class Request:
+    """One generation. Temperature 0 is greedy; `seed` makes sampling reproducible."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)  # complete list: the template's end-of-turn marker included
+    seed: int | None = None
+    stop_when: Callable[[str], bool] | None = None  # stop early when true of the text (the calculator's `<<EXPR=`)
+    on_piece: Callable[[str], None] = _ignore
+    on_end: Callable[[], None] = _ignore
+    on_error: Callable[[BaseException], None] = _ignore  # the backend failed before the request ended
+    # Filled in while decoding:
+    text: str = ""
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    cancelled: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def from_sampling(cls, prompt_ids: list[int], sampling: Sampling, tokenizer) -> "Request":
+        """A request for `prompt_ids` with `sampling`'s settings; stops include the template's end of turn."""
+        return cls(prompt_ids, max_tokens=sampling.max_new_tokens,
+                   temperature=0.0 if sampling.is_greedy else sampling.temperature, top_p=sampling.top_p,
+                   stop=stop_strings(tokenizer, sampling.stop), seed=sampling.seed)
+
+    def emit(self, piece: str) -> None:
+        self.text += piece
+        self.on_piece(piece)
+
+    def end(self, reason: str) -> None:
+        self.finish_reason = reason
+        self.on_end()
+
+    def fail(self, error: BaseException) -> None:
+        self.on_error(error)

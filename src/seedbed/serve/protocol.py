@@ -1,0 +1,147 @@
+"""What every endpoint shares: server settings, OpenAI-shaped errors, limits on a request, usage, SSE chunks.
+
+It sits below the route modules (completions, chat_completions, embeddings) and the app that assembles them, so
+imports run one way: app -> routes -> protocol -> engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from fastapi import Request as HTTPRequest
+from fastapi.responses import StreamingResponse
+
+from seedbed.inference.request import Request
+from seedbed.serve.engine import Engine
+from seedbed.serve.metrics import ServerMetrics
+
+
+@dataclass
+class Limits:
+    max_prompt_tokens: int = 4096
+    max_tokens: int = 2048  # most completion tokens one request may ask for
+    default_max_tokens: int = 512
+    max_body_bytes: int = 1_000_000
+    request_timeout_s: float = 300.0
+
+
+@dataclass
+class ServerConfig:
+    engines: dict[str, Engine]
+    api_keys: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    tools: dict = field(default_factory=dict)  # server-side tools by name (seedbed.serve.tools.Tool)
+    rag: dict = field(default_factory=dict)  # model name -> (retrieval store, k)
+    fewshot: dict = field(default_factory=dict)  # model name -> FewshotProfile
+    log_content: bool = False
+
+
+class APIError(Exception):
+    """An error answered to the client as OpenAI does: a status and `{"error": {message, type, param, code}}`."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param=None, code=None):
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def error_body(message: str, type_: str, param=None, code=None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def find_engine(config: ServerConfig, name: str) -> Engine:
+    if name not in config.engines:
+        raise APIError(404, f"model '{name}' is not served here; GET /v1/models lists them", param="model",
+                       code="model_not_found")
+    return config.engines[name]
+
+
+def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_tokens: int | None,
+                **extra) -> Request:
+    """A decode request for `ids` with the body's sampling settings, checked against the server's limits."""
+    limits = config.limits
+    if not ids:  # an empty prompt: start from BOS, as a model's own generation would
+        if engine.tokenizer.bos_token_id is None:
+            raise APIError(400, "the prompt is empty", param="prompt")
+        ids = [engine.tokenizer.bos_token_id]
+    if len(ids) > limits.max_prompt_tokens:
+        raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most {limits.max_prompt_tokens}",
+                       param="messages" if hasattr(body, "messages") else "prompt", code="context_length_exceeded")
+    max_tokens = max_tokens or min(limits.default_max_tokens, limits.max_tokens)
+    if max_tokens > limits.max_tokens:
+        raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}",
+                       param="max_tokens")
+    return Request(ids, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+                   stop=body.stop_list(), seed=body.seed, **extra)
+
+
+async def complete_within_limits(engine: Engine, request: Request, config: ServerConfig,
+                                 http: HTTPRequest | None) -> str:
+    """The whole completion, cancelled if the client disconnects or the request outlives its time limit."""
+    task = asyncio.ensure_future(engine.complete(request))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if http is not None and await http.is_disconnected():
+                request.cancelled = True
+                task.cancel()
+                raise APIError(499, "client closed the request", code="client_closed")
+            if time.monotonic() - request.started > config.limits.request_timeout_s:
+                request.cancelled = True
+                task.cancel()
+                raise APIError(408, f"generation took over {config.limits.request_timeout_s:.0f} s; ask for "
+                               "fewer max_tokens", "timeout_error", code="timeout")
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def finish_reason(request: Request) -> str:
+    return "length" if request.finish_reason == "length" else "stop"
+
+
+def usage(request: Request) -> dict:
+    n_in, n_out = len(request.prompt_ids), request.completion_tokens
+    return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+
+
+def count_tokens(metrics: ServerMetrics, engine: Engine, request: Request) -> None:
+    metrics.tokens_in.labels(engine.name).inc(len(request.prompt_ids))
+    metrics.tokens_out.labels(engine.name).inc(request.completion_tokens)
+
+
+# --- server-sent events ---------------------------------------------------------------------------------------
+
+
+def sse_event(payload: dict | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+
+def sse_response(events) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class Chunks:
+    """The chunks of one streamed reply, in OpenAI's shape: one id, object kind, time and model for them all.
+
+    >>> Chunks("chat.completion.chunk", "tiny", "chatcmpl-1", 0).choice({"delta": {}}, "stop")["choices"]
+    [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]
+    """
+
+    def __init__(self, kind: str, model: str, id_: str | None = None, created: int | None = None):
+        prefix = "cmpl" if kind == "text_completion" else "chatcmpl"
+        self.kind, self.model = kind, model
+        self.id, self.created = id_ or f"{prefix}-{uuid.uuid4().hex}", created or int(time.time())
+
+    def choice(self, fields: dict, finish: str | None = None) -> dict:
+        """A chunk with one choice (index 0) made of `fields` and the finish reason."""
+        return {"id": self.id, "object": self.kind, "created": self.created, "model": self.model,
+                "choices": [{"index": 0, **fields, "finish_reason": finish}]}
+
+    def usage(self, counts: dict) -> dict:
+        """The closing chunk of `stream_options.include_usage`: no choices, the usage."""
+        return {"id": self.id, "object": self.kind, "created": self.created, "model": self.model, "choices": [],
+                "usage": counts}
