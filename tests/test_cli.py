@@ -106,3 +106,27 @@ def test_nested_sections_take_dotted_flags(tmp_path):
     assert saved.toxicity.enabled is False and saved.pii.names is False
     bad = runner.invoke(app, ["data", "prepare", str(data), "--out", str(tmp_path / "o2"), "--quality.min-words", "-1"])
     assert bad.exit_code == 2 and "quality.min_words" in bad.output and "Traceback" not in bad.output
+
+
+def test_demo_runs_end_to_end_and_every_number_it_prints_is_saved(tiny_model, tmp_path):
+    """`seedbed demo` on the tiny model and a slice of the shipped SNIPS data: curation, base eval, LoRA, tuned
+    eval; the printed table is results.md's, and answers.jsonl holds every answer of the three conditions."""
+    import json
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, [
+        "demo", "--out", str(out), "--show", "2", "--fewshot", "2",
+        "--finetune.base", str(tiny_model), "--finetune.max-steps", "3", "--finetune.eval-steps", "3",
+        "--finetune.batch-size", "2", "--eval.limit", "6", "--eval.max-new-tokens", "8", "--eval.batch-size", "6",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "data" / "report.json").read_text())
+    assert report["input_records"] == report["kept"]["total"] + report["dropped"]["total"] == 462
+    saved = json.loads((out / "eval" / "results.json").read_text())
+    assert [c["name"] for c in saved["conditions"]] == ["base", "base 2-shot", "tuned"] and saved["task"] == "json"
+    answers = [json.loads(line) for line in (out / "eval" / "answers.jsonl").read_text().splitlines()]
+    assert [a["condition"] for a in answers] == ["base"] * 6 + ["base 2-shot"] * 6 + ["tuned"] * 6
+    assert (out / "model" / "model.safetensors").is_file() and "intent acc" in result.output
+    printed = "".join(result.output.split())  # the console wraps long lines
+    rows = [line for line in (out / "eval" / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) == 4 and all("".join(row.split()) in printed for row in rows)

@@ -149,14 +149,14 @@ def test_a_record_a_stage_cannot_process_is_dropped_with_its_reason(planted, tmp
     raw, _, records, _ = planted
     import seedbed.curate.stages as stages
 
-    real = stages.check_quality
+    real = stages.check_record
 
-    def fragile(text, config):
-        if "bee keeping" in text.lower():
+    def fragile(item, config, *args):
+        if "bee keeping" in stages.text_of(item).lower():
             raise ValueError("cannot score this one")
-        return real(text, config)
+        return real(item, config, *args)
 
-    monkeypatch.setattr(stages, "check_quality", fragile)
+    monkeypatch.setattr(stages, "check_record", fragile)
     report = prepare(DataRecipe(inputs=[str(raw)], out=str(tmp_path / "o"), workers=1))
     dropped = [json.loads(line) for line in (tmp_path / "o" / "dropped.jsonl").read_text().splitlines()]
     error = [d for d in dropped if d["reason"] == "quality:error"]

@@ -206,3 +206,23 @@ def test_resume_continues_an_interrupted_distillation(teacher, data, tmp_path):
     m = distill(DistillRecipe(teacher="ignored: the saved recipe is used", out=str(out), resume=True, quiet=True)).metrics
     assert m["steps"] == 8 and [v["step"] for v in m["kl"]["val"]] == [0, 4, 8]
     assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()
+
+
+def test_an_untrained_end_of_turn_row_is_named_and_restarted(data, tmp_path):
+    """Distillation trains every student weight, so an under-trained turn marker is reported and re-initialised."""
+    base = build_tiny_llama(tmp_path / "base", unused_tokens=4)
+    model, tokenizer = load_model(str(base))
+    end, unused = tokenizer.convert_tokens_to_ids(["<|end|>", "<unused0>"])
+    with torch.no_grad():
+        for weight in (model.model.embed_tokens.weight, model.lm_head.weight):
+            weight[end] = weight[unused]
+    model.save_pretrained(base)
+    out = tmp_path / "student"
+    m = distill(quick_recipe(base, data, out, student=str(base), max_steps=2, val_fraction=0)).metrics
+
+    report = m["template_tokens"]
+    assert report["under_trained"] == ["<|end|>"] and report["initialised_from_mean"] == ["<|end|>"]
+    assert "`<|end|>`" in (out / "README.md").read_text() and "<unused0>" in (out / "README.md").read_text()
+    after = load_file(str(out / "model.safetensors"))
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert not torch.equal(after[name][end], after[name][unused]), name

@@ -178,3 +178,167 @@ def test_every_record_is_accounted_for_with_max_records(tiny_model, data, tmp_pa
     m = finetune(quick_recipe(tiny_model, data, tmp_path / "o", max_records=10, max_steps=2)).metrics
     ex = m["examples"]
     assert ex["train"] == 10 and ex["train"] + ex["val"] + ex["not_sampled"] == ex["records_read"] == 40
+
+
+# --- Template tokens (issue 11): rows the template needs that the base never trained --------------------------------
+
+
+def plant_untrained_end_of_turn(model, tokenizer) -> None:
+    """Make `<|end|>`'s rows (input and output) copies of `<unused0>`'s, as Gemma 3 270M base's `<end_of_turn>` is
+    of `<unused1354>`. `<unused0>` has the lower id, so it wins every exact tie under argmax."""
+    end, unused = tokenizer.convert_tokens_to_ids(["<|end|>", "<unused0>"])
+    assert unused < end
+    with torch.no_grad():
+        matrices = (model.get_input_embeddings().weight, model.get_output_embeddings().weight)
+        for weight in {id(w): w for w in matrices}.values():  # once when tied
+            weight[end] = weight[unused]
+
+
+@pytest.fixture(scope="module")
+def base_without_end_of_turn(tmp_path_factory):
+    """A tiny Llama with tied embeddings (as Gemma) pre-trained on the sums as plain documents (BOS, text, EOS), as
+    a base model is: it knows the content and EOS, has never seen `<|end|>`, and `<|end|>`'s row equals `<unused0>`'s
+    (planted before pre-training, where the two get identical gradients, and again after, to be exact)."""
+    from seedbed.tiny import build_tiny_llama
+    from seedbed.train.trainer import answer_only_loss
+
+    out = build_tiny_llama(tmp_path_factory.mktemp("untrained-eot") / "base", unused_tokens=4, tie_embeddings=True)
+    model, tokenizer = load_model(str(out))
+    plant_untrained_end_of_turn(model, tokenizer)
+    texts = [f"{r['question']} {r['answer']}" for r in qa_records(40)]
+    rows = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+            for t in texts]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(60):
+        batch = [rows[(step * 8 + i) % len(rows)] for i in range(8)]
+        width = max(len(r) for r in batch)
+        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in batch])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in batch])
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = answer_only_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    plant_untrained_end_of_turn(model, tokenizer)
+    model.save_pretrained(out)
+    return out
+
+
+def end_of_turn_answers(model_dir, prompts: list[list[dict]]):
+    """Greedy answers to chat `prompts` from `model_dir`, stopping only at the template's `<|end|>`: the decode
+    requests (text, finish reason). EOS is taken out of the stops because the base learnt it in pre-training and a
+    tuned model may fall back on it after any text; the question is whether the model can end the *turn*."""
+    from seedbed.chat import render_prompt
+    from seedbed.inference.generate import request_for
+    from seedbed.inference.hf import TorchBackend
+    from seedbed.inference.stops import Sampling
+
+    backend = TorchBackend.load(str(model_dir))
+    backend.eos_ids = {backend.tokenizer.convert_tokens_to_ids("<|end|>")}
+    requests = [request_for(backend, render_prompt(backend.tokenizer, p), Sampling(greedy=True, max_new_tokens=32))
+                for p in prompts]
+    backend.decode(requests)
+    return requests
+
+
+def answered_and_stopped(request) -> bool:
+    """The answer ended its turn right after "#### N"."""
+    return request.finish_reason == "stop" and request.text.split("####")[-1].strip().isdigit()
+
+
+def test_an_untrained_end_of_turn_is_learnt_only_with_template_tokens(base_without_end_of_turn, tmp_path):
+    """The acceptance test of issue 11: plain LoRA cannot learn to stop; Seedbed's fix (the default) does."""
+    data = write_jsonl(tmp_path / "train.jsonl", qa_records(40))
+    settings = dict(max_steps=20, val_fraction=0, logging_steps=20, save_steps=100, seed=3)
+    plain = tmp_path / "plain"
+    finetune(quick_recipe(base_without_end_of_turn, data, plain, template_tokens="off", **settings))
+    fixed = tmp_path / "fixed"
+    m = finetune(quick_recipe(base_without_end_of_turn, data, fixed, **settings)).metrics
+
+    prompts = [[{"role": "user", "content": f"What is {a} plus {b}?"}] for a, b in [(1, 2), (3, 4), (5, 1), (6, 0)]]
+    # Plain LoRA: <|end|>'s logit equals <unused0>'s at every step and argmax takes the first of a tie, so <|end|>
+    # is never chosen and no answer ends.
+    plain_answers = end_of_turn_answers(plain, prompts)
+    assert [r.finish_reason for r in plain_answers] == ["length"] * 4, [r.text for r in plain_answers]
+    # With the fix, answers end right after "#### N" (seeds 1-3 measured: 3, 4 and 4 of 4; one miss allowed).
+    fixed_answers = end_of_turn_answers(fixed, prompts)
+    assert sum(map(answered_and_stopped, fixed_answers)) >= 3, [(r.text, r.finish_reason) for r in fixed_answers]
+
+    report = m["template_tokens"]
+    assert report["under_trained"] == ["<|end|>"] and "<|end|>" in report["trained"]
+    end = next(v for v in report["checked"] if v["token"] == "<|end|>")
+    assert end["role"] == "produced" and "cosine 1.000 with <unused0>" in end["reasons"][0]
+    assert "`<|end|>`" in (fixed / "README.md").read_text() and "<unused0>" in (fixed / "README.md").read_text()
+    assert json.loads((plain / "metrics.json").read_text())["template_tokens"]["mode"] == "off"
+    # Every engine stops at the template's end of turn and at EOS (llama.cpp reads the same chat.end_of_turn_token_ids).
+    stops = json.loads((fixed / "generation_config.json").read_text())["eos_token_id"]
+    # The merged model carries the trained row; tied, it is the output head's row too (one tensor saved).
+    model, tokenizer = load_model(str(fixed))
+    end_id, unused_id = tokenizer.convert_tokens_to_ids(["<|end|>", "<unused0>"])
+    assert sorted(stops) == sorted([tokenizer.eos_token_id, end_id])
+    assert model.config.tie_word_embeddings and model.lm_head.weight is model.model.embed_tokens.weight
+    assert not torch.equal(model.lm_head.weight[end_id], model.lm_head.weight[unused_id])
+    plain_model, _ = load_model(str(plain))
+    assert torch.equal(plain_model.lm_head.weight[end_id], plain_model.lm_head.weight[unused_id])  # never apart
+
+
+def test_untied_rows_train_in_both_matrices_and_always_trains_every_template_token(tmp_path):
+    from seedbed.tiny import build_tiny_llama
+
+    base = build_tiny_llama(tmp_path / "untied", unused_tokens=4)
+    model, tokenizer = load_model(str(base))
+    plant_untrained_end_of_turn(model, tokenizer)
+    model.save_pretrained(base)
+    data = write_jsonl(tmp_path / "train.jsonl", qa_records(12))
+    out = tmp_path / "out"
+    m = finetune(quick_recipe(base, data, out, template_tokens="always", max_steps=2, val_fraction=0)).metrics
+
+    report = m["template_tokens"]
+    assert report["under_trained"] == ["<|end|>"] and report["initialised_from_mean"] == ["<|end|>"]
+    assert set(report["trained"]) == {"<|user|>", "<|assistant|>", "<|end|>"}  # <|system|>: not in the data
+    before, after = _weights(base), _weights(out)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        changed = (before[name] != after[name]).any(dim=1).nonzero().flatten().tolist()
+        assert sorted(changed) == sorted(report["trained_ids"]), name
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in adapter)  # saved before merging, so it holds the adapter
+    import torch
+
+    from seedbed.train.trainable_rows import STATE_FILE
+
+    rows = torch.load(out / "adapter" / STATE_FILE, weights_only=True)  # beside the adapter: the rows it trained
+    assert rows["ids"].tolist() == report["trained_ids"] and len(rows["delta"]) == 2  # untied: input and output
+    assert all(float(d.abs().sum()) > 0 for d in rows["delta"])
+
+
+def test_template_tokens_come_from_the_template(tiny_model, tiny_model_no_template):
+    from seedbed.train.template_tokens import template_tokens
+
+    found = {t.text: t.role for t in template_tokens(load_tokenizer(str(tiny_model)))}
+    assert found == {"<|system|>": "read", "<|user|>": "read", "<|assistant|>": "read", "<|end|>": "produced"}
+    # The ChatML default on a vocabulary without <|im_end|>: the EOS it appends after each answer is what ends a turn.
+    found = {t.text: t.role for t in template_tokens(load_tokenizer(str(tiny_model_no_template)))}
+    assert found == {"</s>": "produced"}
+
+
+def test_the_detector_finds_planted_rows_and_no_ordinary_one():
+    from seedbed.train.template_tokens import judge_rows
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(1000, 32, generator=g)  # rows 0-19: template tokens; 20-899 ordinary; 900-999 unused
+    # Unused rows point one way, as pre-training leaves them (Gemma 3 270M: median pairwise cosine 0.82).
+    drift = torch.randn(32, generator=g)
+    weight[900:] = drift + 0.4 * torch.randn(100, 32, generator=g)
+    weight[1] = weight[950]  # a copy of an unused row
+    weight[2] = drift + 0.4 * torch.randn(32, generator=g)  # no copy, but where the unused rows are
+    weight[3] = 0.1 * weight[3]  # shrunk, as weight decay leaves a row no gradient holds up
+    ordinary, reference = torch.arange(20, 900), list(range(900, 1000))
+
+    judged = judge_rows(weight, list(range(20)), reference, ordinary, name=lambda i: f"<unused{i - 900}>")
+    flagged = {i: reasons for i, (_, reasons) in judged.items() if reasons}
+    assert set(flagged) == {1, 2, 3}, flagged
+    assert flagged[1][0].startswith("row: cosine 1.000 with <unused50>")
+    assert "similarity" in " ".join(flagged[2]) and "norm 0." in " ".join(flagged[3])
+    everyone = judge_rows(weight, ordinary.tolist(), reference, ordinary)
+    assert not [i for i, (_, reasons) in everyone.items() if reasons]  # no false alarm among 880 ordinary rows

@@ -132,3 +132,77 @@ def test_chat_ends_at_end_of_input(tiny_model):
         raise EOFError
 
     run_chat(GenerateRecipe(model=str(tiny_model)), read=eof, write=lambda _text: None)
+
+
+# --- structured output: --json-schema FILE (the server's response_format is in test_serve_structured.py) ----------
+
+
+def test_json_schema_rows_are_valid_and_batching_does_not_change_them(backend, prompts):
+    from test_serve_structured import SNIPS, snips_problem
+
+    sampling = Sampling(greedy=True, max_new_tokens=256, json_schema=SNIPS)
+    batched = generate(backend, prompts, sampling, batch_size=3)
+    assert batched == [generate(backend, [p], sampling)[0] for p in prompts]
+    assert all(snips_problem(text) is None for text in batched), batched
+    seeded = Sampling(temperature=1.0, top_p=0.9, seed=5, max_new_tokens=256, json_schema=SNIPS)
+    sampled = generate(backend, prompts, seeded)
+    assert sampled == generate(backend, prompts, seeded) and all(snips_problem(text) is None for text in sampled)
+
+
+def test_the_end_of_turn_stays_allowed_once_the_json_is_complete(backend):
+    """`12` is a whole integer and may also go on (`123`): both the digits and the row's end ids are allowed."""
+    import torch
+
+    from seedbed.inference.hf import JsonConstraint, mask_logits
+    from seedbed.inference.stops import TextTracker
+
+    tracker = TextTracker(backend.tokenizer, backend.eos_ids, ["<|end|>"])
+    constraint = JsonConstraint(backend.compile_schema({"type": "integer"}), tracker.end_ids, backend.mask_width)
+    for token in backend.tokenizer("12", add_special_tokens=False)["input_ids"]:
+        assert constraint.accept(token) is False
+    logits = torch.zeros((2, backend.model.config.vocab_size))
+    mask_logits(logits, [1], [constraint])
+    allowed = {backend.tokenizer.decode([t]) for t in torch.nonzero(logits[1] == 0).flatten().tolist()}
+    assert {"</s>", "<|end|>", "3"} <= allowed and "{" not in allowed and (logits[0] == 0).all()
+    assert constraint.accept(backend.tokenizer.convert_tokens_to_ids("<|end|>")) is True
+
+
+def test_cli_generate_and_eval_with_a_json_schema_file(tiny_model, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import qa_records, write_jsonl
+    from seedbed.cli import app
+    from seedbed.evaluate import evaluate
+    from seedbed.recipe import EvalRecipe
+    from test_serve_structured import SNIPS, snips_problem
+
+    schema = tmp_path / "snips.json"
+    schema.write_text(json.dumps(SNIPS))
+    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_model), "--greedy", "--max-new-tokens", "256",
+                                      "--json-schema", str(schema), "Play some jazz"])
+    assert result.exit_code == 0 and snips_problem(result.output.strip()) is None, result.output
+    held = write_jsonl(tmp_path / "held.jsonl", qa_records(3))
+    evaluated = evaluate(EvalRecipe(models=[f"tiny={tiny_model}"], data=[str(held)], shots=[0], max_new_tokens=256,
+                                    json_schema=str(schema), quiet=True))
+    assert all(snips_problem(s["prediction"]) is None for s in evaluated.conditions[0].samples)
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "no such JSON schema file"),
+    ("{not json", "not JSON (line 1"),
+    ("[1, 2]", "a JSON schema is a JSON object"),
+    ('{"type": "nonsense"}', "Invalid type: nonsense"),
+])
+def test_a_bad_json_schema_file_is_one_clear_cli_error(tiny_model, tmp_path, content, says):
+    from typer.testing import CliRunner
+
+    from seedbed.cli import app
+
+    schema = tmp_path / "schema.json"
+    if content is not None:
+        schema.write_text(content)
+    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_model), "--json-schema", str(schema), "Hi"])
+    output = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 2 and str(schema) in output and says in output and "Traceback" not in output, output

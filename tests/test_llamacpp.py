@@ -10,6 +10,7 @@ f32 GGUF compares the engines in seconds.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import httpx
@@ -293,3 +294,55 @@ def test_a_cancelled_request_stops_and_the_next_one_runs(server):
     left, text, after = asyncio.run(leave_after_one_piece_then_ask_again())
     assert left.cancelled and left.finish_reason == "cancelled" and left.completion_tokens < 200
     assert text and after.finish_reason == "length" and after.completion_tokens == 4
+
+
+# --- structured output: llama.cpp's grammar ---------------------------------------------------------------------
+
+
+def test_tiny_gguf_keeps_to_a_json_schema_greedy_and_sampled(tiny_gguf_dir):
+    """The random tiny Llama writes JSON only because llama.cpp's grammar makes it: its first pick is nearly always
+    refused, so this exercises the gate's shortlist and its check of every token."""
+    from seedbed.chat import render_prompt
+    from test_serve_structured import REQUESTS, SNIPS, snips_problem
+
+    llama = LlamaCppBackend(str(tiny_gguf_dir), n_threads=1)  # one thread: a tiny model's step is all barrier
+    prompts = [render_prompt(llama.tokenizer, [{"role": "user", "content": u}]) for u in REQUESTS[:3]]
+    greedy = Sampling(greedy=True, max_new_tokens=256, json_schema=SNIPS)
+    sampled = Sampling(temperature=1.0, top_p=0.9, seed=4, max_new_tokens=256, json_schema=SNIPS)
+    for sampling in (greedy, sampled):
+        texts = generate(llama, prompts, sampling)
+        assert all(snips_problem(t) is None for t in texts), texts
+        assert generate(llama, prompts, sampling) == texts  # greedy, and seeded sampling, repeat
+    assert llama.compile_schema(SNIPS) is llama.compile_schema(json.loads(json.dumps(SNIPS)))  # compiled once
+
+
+def test_server_keeps_gemma_to_the_json_schema(server, client):
+    from test_serve_structured import REQUESTS, RESPONSE_FORMAT, snips_problem
+
+    for utterance in REQUESTS[:4]:
+        reply = client.chat.completions.create(
+            model="q4", temperature=0, max_tokens=96, response_format=RESPONSE_FORMAT,
+            messages=[{"role": "user", "content": f"Give the intent and slots of this request as JSON: {utterance}"}])
+        content = reply.choices[0].message.content
+        assert snips_problem(content) is None and reply.choices[0].finish_reason == "stop", content
+    whole = client.chat.completions.create(
+        model="q4", temperature=0, max_tokens=128, response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": 'Reply with a JSON object with the keys "name" and "age" of a cat.'}])
+    assert isinstance(json.loads(whole.choices[0].message.content), dict), whole.choices[0].message.content
+
+
+def test_unanchored_patterns_are_anchored_and_bad_schemas_are_400s(server, client):
+    import openai
+
+    schema = {"type": "object", "additionalProperties": False, "required": ["code"],
+              "properties": {"code": {"type": "string", "pattern": "[A-Z]{3}[0-9]{2}"}}}
+    reply = client.chat.completions.create(
+        model="q4", temperature=0, max_tokens=32, messages=[{"role": "user", "content": "Make up a product code."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "code", "schema": schema}})
+    code = json.loads(reply.choices[0].message.content)["code"]
+    assert len(code) == 5 and code[:3].isupper() and code[3:].isdigit()
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="q4", messages=[{"role": "user", "content": "Hi"}], response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "minProperties": 2,
+                                                                          "maxProperties": 1}}})
+    assert error.value.body["param"] == "response_format" and "minProperties" in error.value.body["message"]

@@ -12,10 +12,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 import seedbed
+import seedbed.errors
 from seedbed.data import readers
+from seedbed.data.mapping import apply_mapping
 from seedbed.data.readers import DataError, Problem, read_examples, resolve_data_path
+from seedbed.data.shapes import examples_from_record
+from seedbed.recipe import FieldMapping, RecipeError, load_recipe
 
 from conftest import write_jsonl
 
@@ -342,3 +347,127 @@ def test_a_long_list_of_problems_is_shortened(tmp_path):
     lines = str(error.value).splitlines()
     assert len(error.value.problems) == 25 and len(lines) == 21 and lines[-1] == "... and 5 more"
     assert lines[19].startswith(f"{path}:20: ")
+
+
+# -- users' own fields: a recipe's mapping --------------------------------------------------------------------------
+
+# Real records, copied from sonos/nlu-benchmark (SNIPS, CC0-1.0), flattened to {id, text, intent, slots}.
+SNIPS = [
+    {"id": "train-PlayMusic-1277", "text": "Play the top caleigh peters.", "intent": "PlayMusic",
+     "slots": [{"name": "sort", "value": "top"}, {"name": "artist", "value": "caleigh peters"}]},
+    {"id": "train-GetWeather-790", "text": "What's the weather in Andorra", "intent": "GetWeather",
+     "slots": [{"name": "country", "value": "Andorra"}]},
+    {"id": "train-BookRestaurant-202", "text": "Book spot for eight at bar that serves potée", "intent": "BookRestaurant",
+     "slots": [{"name": "party_size_number", "value": "eight"}, {"name": "restaurant_type", "value": "bar"},
+               {"name": "served_dish", "value": "potée"}]},
+]
+SNIPS_MAPPING = FieldMapping(prompt="Turn this request into JSON: {text}", response_json=["intent", "slots"])
+
+
+def test_a_mapping_reads_snips_records_as_text_to_json_chats(tmp_path):
+    path = write_jsonl(tmp_path / "snips.jsonl", SNIPS)
+    data = read_examples([path], mapping=SNIPS_MAPPING)
+    assert data.files[0].shapes == {"mapping": 3} and [e.id for e in data.examples] == [r["id"] for r in SNIPS]
+    first = data.examples[0]
+    assert first.messages == user_assistant(
+        "Turn this request into JSON: Play the top caleigh peters.",
+        '{"intent": "PlayMusic", "slots": [{"name": "sort", "value": "top"}, {"name": "artist", "value": "caleigh peters"}]}')
+    assert json.loads(data.examples[2].reference()) == {"intent": "BookRestaurant", "slots": SNIPS[2]["slots"]}
+    assert "potée" in data.examples[2].reference()  # written as text, not \u escapes
+    assert first.source == f"{path}:1" and first.category is None
+    # without the mapping the same records are plain text (their "text" field), which is why mappings exist
+    assert read_examples([path]).files[0].shapes == {"text": 3}
+
+
+def test_a_mapping_with_system_category_dotted_paths_and_a_response_template(tmp_path):
+    records = [{"utterance": "Play some jazz", "label": {"intent": "PlayMusic", "score": 0.9}, "tags": ["music"]},
+               {"utterance": "Rain tomorrow?", "label": {"intent": "GetWeather", "score": 1}, "tags": ["weather"]}]
+    mapping = FieldMapping(system="Label the {tags.0} request.", prompt="{utterance} {{label?}}",
+                           response="{label.intent} ({label.score})", category="label.intent")
+    examples = read_examples([write_jsonl(tmp_path / "d.jsonl", records)], mapping).examples
+    assert examples[0].messages == [{"role": "system", "content": "Label the music request."},
+                                    *user_assistant("Play some jazz {label?}", "PlayMusic (0.9)")]
+    assert examples[1].reference() == "GetWeather (1)" and [e.category for e in examples] == ["PlayMusic", "GetWeather"]
+    assert [e.id for e in examples] == ["d.jsonl:1", "d.jsonl:2"]
+    # an object or a list put into a template is written as JSON
+    [example] = read_examples([write_jsonl(tmp_path / "e.jsonl", records[:1])],
+                              FieldMapping(prompt="{utterance}", response="{tags}")).examples
+    assert example.reference() == '["music"]'
+
+
+def test_a_missing_field_is_named_with_file_line_and_field_for_every_bad_line(tmp_path):
+    records = [SNIPS[0], {k: v for k, v in SNIPS[1].items() if k != "intent"}, SNIPS[2],
+               {**SNIPS[0], "slots": None}, {**SNIPS[0], "text": "  "}, ["not", "a", "record"]]
+    path = write_jsonl(tmp_path / "snips.jsonl", records)
+    with pytest.raises(DataError) as error:
+        read_examples([path], mapping=SNIPS_MAPPING)
+    assert str(error.value).splitlines() == [
+        f"{path}:2: field 'intent': missing",
+        f"{path}:4: field 'slots': missing",
+        f"{path}:5: field 'text': empty",
+        f"{path}:6: field '-': expected a record (a JSON object), got a list",
+    ]
+    assert isinstance(error.value, seedbed.errors.SeedbedError)
+
+
+def test_a_mapping_reads_csv_columns_and_names_an_empty_cell(tmp_path):
+    rows = [{"utterance": "Play some jazz", "intent": "PlayMusic"}, {"utterance": "Rain tomorrow?", "intent": ""}]
+    path = write_csv(tmp_path / "d.csv", rows)
+    mapping = FieldMapping(prompt="Intent of: {utterance}", response="{intent}")
+    with pytest.raises(DataError) as error:
+        read_examples([path], mapping)
+    assert str(error.value) == f"{path}:3: field 'intent': empty"
+    assert read_examples([write_csv(tmp_path / "ok.csv", rows[:1])], mapping).examples[0].messages == user_assistant(
+        "Intent of: Play some jazz", "PlayMusic")
+
+
+def test_apply_mapping_gives_a_chat_record_any_reader_reads():
+    mapped = apply_mapping(SNIPS[1], SNIPS_MAPPING.model_copy(update={"category": "intent"}), "snips.jsonl:2")
+    assert mapped == {"id": "train-GetWeather-790", "category": "GetWeather", "messages": user_assistant(
+        "Turn this request into JSON: What's the weather in Andorra",
+        '{"intent": "GetWeather", "slots": [{"name": "country", "value": "Andorra"}]}')}
+    shape, [example] = examples_from_record(mapped, "snips.jsonl:2", "data/snips.jsonl:2")
+    assert (shape, example.id, example.category) == ("openai_chat", "train-GetWeather-790", "GetWeather")
+    assert apply_mapping({"text": "Hi", "intent": "A", "slots": []}, SNIPS_MAPPING, "f.jsonl:9")["id"] == "f.jsonl:9"
+
+
+@pytest.mark.parametrize("mapping, field, message", [
+    ({"prompt": "Turn {text into JSON"}, "eval.mapping.prompt", "a stray '{'"),
+    ({"prompt": "{}", "response": "{intent}"}, "eval.mapping.prompt", "an empty {}"),
+    ({"prompt": "{text}"}, "eval.mapping", "give the answer as response"),
+    ({"prompt": "{text}", "response": "{intent}", "response_json": ["intent"]}, "eval.mapping", "one of them"),
+    ({"prompt": "{text}", "response_json": ["intent", "label.intent"]}, "eval.mapping", "share a key"),
+    ({"prompt": "{text}", "response": "{intent}", "colour": "blue"}, "eval.mapping.colour", "Extra inputs"),
+])
+def test_a_bad_mapping_fails_naming_the_recipe_field(tmp_path, mapping, field, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"eval": {"mapping": mapping}}))
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    assert str(error.value).startswith(f"{path}: {field}: ") and message in str(error.value)
+
+
+def test_mapping_fields_are_dotted_flags_on_every_verb_that_reads_data():
+    from typer.testing import CliRunner
+
+    from seedbed.cli import app
+
+    for verb in (["finetune"], ["distill"], ["eval"], ["data", "prepare"]):
+        help_text = CliRunner().invoke(app, [*verb, "--help"], env={"COLUMNS": "300"}).output
+        for flag in ("--mapping.prompt", "--mapping.response ", "--mapping.response-json", "--mapping.system",
+                     "--mapping.category"):
+            assert flag in help_text, (verb, flag)
+
+
+def test_finetune_and_distill_read_their_data_and_val_data_through_the_mapping(tmp_path):
+    from seedbed.recipe import DistillRecipe, FinetuneRecipe
+    from seedbed.train.trainer import read_splits
+
+    train = write_jsonl(tmp_path / "train.jsonl", SNIPS[:2])
+    val = write_jsonl(tmp_path / "val.jsonl", SNIPS[2:])
+    for recipe in (FinetuneRecipe(data=[str(train)], val_data=[str(val)], mapping=SNIPS_MAPPING),
+                   DistillRecipe(data=[str(train)], val_data=[str(val)], mapping=SNIPS_MAPPING)):
+        data, train_examples, val_examples, _ = read_splits(recipe)
+        assert data.files[0].shapes == {"mapping": 2}
+        assert [e.messages[0]["content"] for e in train_examples + val_examples] == [
+            f"Turn this request into JSON: {r['text']}" for r in SNIPS]

@@ -31,6 +31,21 @@ def test_recipe_validates(path):
                 assert resolve_data_path(f).is_file(), f
 
 
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_a_recipe_mapping_reads_the_files_it_names(path):
+    """A recipe's `mapping` fits its shipped data: every record has the fields the mapping names."""
+    from seedbed.data.readers import read_examples
+
+    recipe = load_recipe(path)
+    for section in (recipe.data, recipe.finetune, recipe.eval):
+        if section is None or section.mapping is None:
+            continue
+        files = [f for f in [*getattr(section, "inputs", []), *getattr(section, "data", []),
+                             *getattr(section, "pool", [])] if f.startswith("seedbed:")]
+        for f in files:
+            assert read_examples([f], section.mapping).examples, f
+
+
 def test_demo_recipe_is_installed_with_the_package():
     assert packaged_recipe("demo.yaml").read_text() == (Path(__file__).parents[1] / "recipes/demo.yaml").read_text()
 

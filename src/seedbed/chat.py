@@ -109,9 +109,20 @@ def end_of_turn_strings(tokenizer) -> list[str]:
 def end_of_turn_token_ids(tokenizer) -> list[int]:
     """Token ids that end a turn: EOS plus the template's end-of-turn marker when it is a single token."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    vocab = tokenizer.get_vocab()
-    ids += [vocab[s] for s in end_of_turn_strings(tokenizer) if s in vocab]
-    return list(dict.fromkeys(ids))
+    return list(dict.fromkeys(ids + single_token_ids(tokenizer, end_of_turn_strings(tokenizer))))
+
+
+def single_token_ids(tokenizer, strings: list[str]) -> list[int]:
+    """Ids of those `strings` that are one token of the vocabulary (special tokens such as `<end_of_turn>`).
+
+    One lookup per string, not `get_vocab()`: that builds a dict of the whole vocabulary (262k entries for Gemma,
+    a third of a second), and a decode tracker asks for every request."""
+    ids = []
+    for text in strings:
+        token_id = tokenizer.convert_tokens_to_ids(text)
+        if isinstance(token_id, int) and tokenizer.convert_ids_to_tokens(token_id) == text:
+            ids.append(token_id)
+    return ids
 
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:

@@ -82,7 +82,8 @@ def chat_cmd(recipe: GenerateRecipe):
 
 @recipe_command("eval", EvalRecipe, "eval")
 def eval_cmd(recipe: EvalRecipe):
-    """Held-out loss and exact-match accuracy, zero-shot and few-shot, for models on the same questions.
+    """Held-out loss, task scores (GSM8K exact match, or JSON exact match / field accuracy / list F1), valid format,
+    stop and repetition rates, zero-shot and few-shot, for models on the same questions.
 
     Example: seedbed eval --models base=gemma-3-270m --models tuned=runs/my-model --data heldout.jsonl
              --pool train.jsonl --shots 0 --shots 3 --limit 50 --out runs/eval

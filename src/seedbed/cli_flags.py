@@ -42,8 +42,13 @@ def flag_type(annotation):
     return annotation
 
 
-def is_section(annotation) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+def section_model(annotation) -> type[BaseModel] | None:
+    """The model of a nested section (`quality: QualityConfig`, or an optional one, `mapping: FieldMapping | None`),
+    or None for a plain field."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
 def field_option(name: str, field, prefix: str = "") -> inspect.Parameter | None:
@@ -67,8 +72,8 @@ def recipe_options(stage: type[BaseModel]) -> list[inspect.Parameter]:
     """Options for every field of `stage`, and dotted options for every field of its nested sections."""
     params = []
     for name, field in stage.model_fields.items():
-        if is_section(field.annotation):
-            params += [p for sub, f in field.annotation.model_fields.items()
+        if (section := section_model(field.annotation)) is not None:
+            params += [p for sub, f in section.model_fields.items()
                        if (p := field_option(sub, f, prefix=name + ".")) is not None]
         elif (p := field_option(name, field)) is not None:
             params.append(p)

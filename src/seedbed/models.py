@@ -17,6 +17,7 @@ carries a chat template (the tokenizer's, or the family default from `seedbed.ch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -111,6 +112,10 @@ def convert_gguf(gguf: Path, cache_name: str) -> Path:
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    if not gguf_is_all_f32(gguf):
+        # Quantized (or f16/bf16) weights lose nothing that matters in bf16, and the cache then says the model is
+        # a half-precision one, which decodes ~3x faster in bf16 on CPUs that have it (`inference_dtype`).
+        model.to(torch.bfloat16)
     # The GGUF loader dequantizes every tensor to float, yet leaves a "gguf" quantizer attached, and
     # transformers refuses to save a model that has one. The weights are plain tensors, so drop it.
     model.hf_quantizer = None
@@ -120,6 +125,53 @@ def convert_gguf(gguf: Path, cache_name: str) -> Path:
         save_model(model, tokenizer, tmp)
         (tmp / "seedbed_source.json").write_text(json.dumps({"gguf": str(gguf), "converted": time.time()}))
     return target
+
+
+def gguf_is_all_f32(gguf: Path) -> bool:
+    """Whether a GGUF stores every tensor as f32 (its `general.file_type` is ALL_F32): only then is fp32 its
+    precision; K-quants, q8_0, f16 and bf16 files all fit in bf16."""
+    from gguf import GGUFReader, LlamaFileType
+
+    field = GGUFReader(gguf).fields.get("general.file_type")
+    return field is not None and int(field.contents()) == LlamaFileType.ALL_F32
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16, AMX), measured once (~0.1 s) rather than
+    read from CPU flags: bf16 beats fp32 there (decoding Gemma 3 270M ~3x faster, BENCHMARKS.md), while on CPUs
+    without it torch emulates bf16 and it is several times slower than fp32."""
+    a, b = torch.randn(256, 640), torch.randn(640, 2048)
+
+    def fastest(x, y) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            x @ y
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return fastest(a.bfloat16(), b.bfloat16()) < 0.7 * fastest(a, b)
+
+
+def checkpoint_dtype(where: str) -> torch.dtype | None:
+    """The dtype a model directory's config.json says its weights are (None if unknown)."""
+    try:
+        config = json.loads((Path(where) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = config.get("dtype") or config.get("torch_dtype")
+    return getattr(torch, name, None) if isinstance(name, str) else None
+
+
+def inference_dtype(where: str, device: str) -> torch.dtype:
+    """The dtype a model runs in when nobody chose one: bf16 on a GPU that has it; on a CPU, bf16 only for a
+    model released in half precision (most are; our GGUF conversions too) and a CPU with native bf16 (measured),
+    fp32 otherwise: a model is never run below the precision it was made in, and never slower than fp32."""
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    native = checkpoint_dtype(where)
+    return torch.bfloat16 if native in (torch.bfloat16, torch.float16) and cpu_has_fast_bf16() else torch.float32
 
 
 def load_tokenizer(name: str):
@@ -146,10 +198,10 @@ def load_model(name: str, dtype: torch.dtype | None = None, device: str | None =
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
-    dtype = dtype or (torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32)
     tokenizer = load_tokenizer(name)
     try:
         where = resolve(name)
+        dtype = dtype or inference_dtype(where, device)
         if _is_int4(where):  # `seedbed quantize --method int4`: our own layout, rebuilt by its module
             from seedbed.int4 import load_int4
 

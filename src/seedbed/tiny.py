@@ -24,12 +24,21 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_llama(out: str | Path, chat_template: str | None = CHAT_TEMPLATE, vocab_size: int = 400) -> Path:
+def build_tiny_llama(out: str | Path, chat_template: str | None = CHAT_TEMPLATE, vocab_size: int = 400,
+                     unused_tokens: int = 0, tie_embeddings: bool = False) -> Path:
+    """Build and save the tiny Llama in `out`.
+
+    `unused_tokens` adds `<unused0>`... as special tokens placed *before* the turn markers, as in Gemma's
+    vocabulary (`<unused0>` is 6, `<end_of_turn>` 106): a token no text produces, whose row never trains, and
+    which wins an exact logit tie against `<|end|>` (argmax takes the first). `tie_embeddings` shares the input
+    embedding with the output head, as Gemma does.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+    markers = ["<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+    specials = ["<pad>", "<s>", "</s>", *(f"<unused{i}>" for i in range(unused_tokens)), *markers]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -48,7 +57,7 @@ def build_tiny_llama(out: str | Path, chat_template: str | None = CHAT_TEMPLATE,
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=tie_embeddings,
     )
     model = LlamaForCausalLM(config)
     out = Path(out)

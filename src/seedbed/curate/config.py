@@ -26,6 +26,8 @@ class NormaliseConfig(BaseModel):
     whitespace: bool = Field(True, description="Collapse spaces and tabs, at most one blank line, strip line ends.")
     strip_markup: bool = Field(False, description="Remove HTML/XML tags and unescape entities (&amp; -> &).")
     strip_citations: bool = Field(True, description="Remove bracketed citation markers such as [42], [3-5], [citation needed].")
+    fix_mojibake: bool = Field(True, description="Repair text decoded with the wrong encoding ('MÃºsica' -> 'Música') "
+                               "with ftfy's encoding fixes only (quotes, ligatures and widths are left as written).")
 
 
 # ---- pii ----
@@ -61,6 +63,11 @@ class PIIConfig(BaseModel):
         "words that could be names (not sentence-initial common words, acronyms, weekdays); several times faster "
         "at the same recall, see BENCHMARKS.md. full_text: run NER on everything")
     ner_batch_size: int = Field(256, gt=0, description="texts per spaCy nlp.pipe batch")
+    public_names: bool = Field(
+        True, description="Leave public names alone where a request names them: artists and titles after 'play', "
+        "'a track by', 'the ... playlist'; places after 'in'/'at' or 'weather for'; services after 'on' in a media "
+        "request; names inside a title (spaCy WORK_OF_ART). Unknown words spaCy calls a place, organisation or "
+        "product are not taken for names in such sentences. false: every name NER finds is redacted")
 
     @field_validator("types")
     @classmethod
@@ -149,28 +156,86 @@ class ToxicityConfig(BaseModel):
 # ---- quality and language ----
 
 
+# Responses that say there is no response: Alpaca-cleaned (gururise/AlpacaDataCleaned, "Empty outputs", "N/A
+# outputs", "<No Output>", and the "<noinput>" family of its "inconsistent input field") found these in Alpaca.
+TRIVIAL_RESPONSES = ("n/a", "na", "nan", "null", "undefined", "<no output>", "<nooutput>", "no output", "nooutput",
+                     "<no input>", "<noinput>", "no input", "noinput", "<no answer>", "no answer", "tbd", "todo")
+# Boilerplate refusals and AI disclaimers. The datasets that removed them (ShareGPT_Vicuna_unfiltered's
+# optional_clean.py, WizardLM_alpaca_evol_instruct_70k_unfiltered's wizardlm_clean.py) match phrases anywhere; we
+# match the disclaimers anywhere and the refusals only where a response opens with one, so that an answer that
+# says "I cannot stress enough..." halfway through is kept. Apostrophes are matched straight or curly.
+REFUSAL_PHRASES = ("as an ai language model", "as a large language model", "as an ai model", "as an ai assistant",
+                   "i am an ai language model", "i'm an ai language model", "i'm just an ai", "i am just an ai")
+REFUSAL_OPENINGS = ("i'm sorry, but i can", "i'm sorry, but i cannot", "i'm sorry, i can't", "i'm sorry, i cannot",
+                    "i am sorry, but i can", "i apologize, but i can", "i apologise, but i can", "sorry, but i can",
+                    "sorry, i can't", "i cannot help with", "i can't help with", "i cannot assist with",
+                    "i can't assist with", "i'm unable to help", "i am unable to help", "i'm not able to help",
+                    "i cannot fulfill", "i can't fulfill", "i cannot comply", "i can't comply", "i won't be able to help")
+
+
 class QualityConfig(BaseModel):
+    """Quality rules, chosen by the record's shape: Gopher's and C4's web-document rules for `text` (pretraining)
+    records; rules of instruction data for instruction and chat records (`rules: by_shape`).
+
+    >>> QualityConfig().rules, QualityConfig(rules="document").rules
+    ('by_shape', 'document')
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Run the quality stage.")
-    min_words: int = Field(3, ge=0, description="Fewest words (Gopher: 50, for web pages).")
-    max_words: int = Field(100_000, ge=1, description="Most words (Gopher: 100,000).")
-    min_mean_word_length: float = Field(2.0, ge=0, description="Gopher: 3; lower here because Q&A has many short words.")
-    max_mean_word_length: float = Field(10.0, ge=0, description="Gopher: 10.")
-    max_symbol_ratio: float = Field(0.1, ge=0, description="'#' runs and ellipses per word (Gopher: 0.1).")
-    max_bullet_lines: float = Field(0.9, ge=0, le=1, description="Share of lines starting with a bullet (Gopher: 0.9).")
-    max_ellipsis_lines: float = Field(0.3, ge=0, le=1, description="Share of lines ending with an ellipsis (Gopher: 0.3).")
-    min_alpha_words: float = Field(0.8, ge=0, le=1, description="Share of words with a letter (Gopher: 0.8).")
-    max_digit_ratio: float = Field(0.5, ge=0, le=1, description="Share of non-space characters that are digits (tables of numbers).")
-    min_stop_words: int = Field(2, ge=0, description="English stop words required (Gopher: 2 of the, be, to, of, and, that, have, with); 0 for other languages.")
-    max_duplicate_lines: float = Field(0.3, ge=0, le=1, description="Share of lines that repeat an earlier line (Gopher: 0.3).")
+    rules: Literal["by_shape", "document", "instruction"] = Field(
+        "by_shape", description="by_shape: document rules (Gopher, C4) for text records, instruction rules for "
+        "instruction and chat records; document or instruction: one set for every record.")
+    max_words: int = Field(100_000, ge=1, description="Most words, every shape (Gopher: 100,000).")
+    # ---- document rules (text records)
+    min_words: int = Field(3, ge=0, description="Document rule: fewest words (Gopher: 50, for web pages).")
+    min_mean_word_length: float = Field(2.0, ge=0, description="Document rule. Gopher: 3; lower here because Q&A has many short words.")
+    max_mean_word_length: float = Field(10.0, ge=0, description="Document rule. Gopher: 10.")
+    max_symbol_ratio: float = Field(0.1, ge=0, description="Document rule: '#' runs and ellipses per word (Gopher: 0.1).")
+    max_bullet_lines: float = Field(0.9, ge=0, le=1, description="Document rule: share of lines starting with a bullet (Gopher: 0.9).")
+    max_ellipsis_lines: float = Field(0.3, ge=0, le=1, description="Document rule: share of lines ending with an ellipsis (Gopher: 0.3).")
+    min_alpha_words: float = Field(0.8, ge=0, le=1, description="Document rule: share of words with a letter (Gopher: 0.8).")
+    max_digit_ratio: float = Field(0.5, ge=0, le=1, description="Document rule: share of non-space characters that are digits (tables of numbers).")
+    min_stop_words: int = Field(2, ge=0, description="Document rule: English stop words required (Gopher: 2 of the, be, to, of, and, that, have, with); 0 for other languages.")
+    max_duplicate_lines: float = Field(0.3, ge=0, le=1, description="Document rule: share of lines that repeat an earlier line (Gopher: 0.3).")
     max_top_ngram: dict[int, float] = Field(
-        {2: 0.2, 3: 0.18, 4: 0.16}, description="Share of characters in the most frequent n-gram, by n (Gopher).")
+        {2: 0.2, 3: 0.18, 4: 0.16}, description="Document rule: share of characters in the most frequent n-gram, by n (Gopher).")
     max_duplicate_ngrams: dict[int, float] = Field(
         {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
-        description="Share of characters in repeated n-grams, by n (Gopher).")
+        description="Document rule: share of characters in repeated n-grams, by n (Gopher).")
     repetition_min_words: int = Field(50, ge=0, description="Apply the n-gram repetition rules only to texts this long (Gopher's own minimum length): in a short answer, naming the subject three times is not spam.")
-    boilerplate: bool = Field(True, description="Drop 'lorem ipsum' and 'enable JavaScript' pages (C4).")
+    boilerplate: bool = Field(True, description="Document rule: drop 'lorem ipsum' and 'enable JavaScript' pages (C4).")
+    # ---- instruction rules (instruction and chat records), each its own drop reason
+    trivial_responses: list[str] = Field(
+        list(TRIVIAL_RESPONSES), description="Instruction rule (empty_response): answers that say there is no answer "
+        "(Alpaca-cleaned's 'N/A', '<noinput>', '<No Output>'), compared without case and surrounding punctuation; an "
+        "answer with no letter or digit at all is empty too.")
+    copy_min_share: float = Field(
+        0.8, ge=0, le=1, description="Instruction rule (copies_instruction): drop an answer that repeats the "
+        "instruction, or is a passage of it at least this share of the instruction's length (1: identical only). "
+        "The context/input is not compared: extracting from it is the task.")
+    truncation: bool = Field(True, description="Instruction rule (truncated_response): drop answers cut off.")
+    truncation_min_words: int = Field(
+        8, ge=1, description="Answers shorter than this are never judged truncated (labels, numbers, names).")
+    clean_end_share: float = Field(
+        0.8, ge=0, le=1, description="An answer whose last sentence lacks its full stop while its earlier ones have "
+        "theirs is truncated only where the data's answers normally end cleanly: at least this share of the prose "
+        "answers of its chunk (answers ending in a hanging comma, colon or article are truncated regardless).")
+    refusals: bool = Field(True, description="Instruction rule (refusal): drop boilerplate refusals and AI "
+                                            "disclaimers (turn off for safety data whose refusals are the point).")
+    refusal_phrases: list[str] = Field(list(REFUSAL_PHRASES), description="Refusal/disclaimer phrases matched anywhere in an answer (case-insensitive).")
+    refusal_openings: list[str] = Field(list(REFUSAL_OPENINGS), description="Refusal phrases matched where an answer opens (case-insensitive).")
+    max_length_ratio: float | None = Field(
+        None, gt=0, description="Instruction rule (length_ratio): drop an answer more than this many times as many "
+        "words as its prompt (instruction + context), when the answer has at least ratio_min_words. Off by default: "
+        "'Write a story' earns its long answer.")
+    min_length_ratio: float | None = Field(
+        None, gt=0, description="Instruction rule (length_ratio): drop an answer under this share of its prompt's "
+        "words, when the prompt has at least ratio_min_words. Off by default: a one-word label for a long passage "
+        "(classification, extraction) is a good answer.")
+    ratio_min_words: int = Field(50, ge=1, description="The longer side needs this many words before a length ratio "
+                                                       "counts.")
 
 
 class LanguageConfig(BaseModel):
@@ -178,9 +243,18 @@ class LanguageConfig(BaseModel):
 
     enabled: bool = Field(True, description="Run language identification.")
     keep: list[str] = Field(["en"], description="ISO 639-1 codes to keep; others are dropped as 'language:<code>'.")
-    min_confidence: float = Field(0.5, ge=0, le=1, description="Below this the record is dropped as 'language:uncertain'.")
-    min_words: int = Field(4, ge=0, description="Texts with fewer words are not judged (too short to tell); quality decides on them.")
-    max_chars: int = Field(300, ge=50, description="Identify on the first N characters: enough for the decision (a few sentences), bounded cost.")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="Below this the language is uncertain.")
+    min_words: int = Field(4, ge=0, description="Records with fewer words are not judged (too short to tell); quality decides on them.")
+    uncertain_min_words: int = Field(
+        25, ge=0, description="An uncertain record is dropped ('language:uncertain') only from this many words up: "
+        "on a short request with foreign names the identifier is unsure though the record is fine.")
+    short_min_confidence: float = Field(
+        0.9, ge=0, le=1, description="A record shorter than uncertain_min_words is dropped as another language only "
+        "at this confidence: on a one-line request the identifier often says Nigerian Pidgin ('pcm') at 0.5-0.8 "
+        "for plain English, while a real German or French sentence of that length scores 0.95 or more.")
+    max_chars: int = Field(300, ge=50, description="Identify on the first N characters of each of the record's prose "
+                                                  "fields together (JSON answers are not language and are left out): "
+                                                  "every field has its say, at bounded cost.")
 
 
 # ---- decontaminate ----
@@ -205,7 +279,19 @@ class DedupConfig(BaseModel):
     shingle_size: int = Field(3, ge=1, description="Words per shingle. 3 suits short instruction records; web-scale pipelines use 5 (datatrove).")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (datasketch's default, 128).")
     threshold: float = Field(0.7, gt=0, lt=1, description="Jaccard similarity at which two records are near-duplicates.")
+    prompt_threshold: float = Field(
+        0.9, gt=0, le=1, description="Two records with answers (instruction, chat) are near-duplicates when their "
+        "prompts are at least this similar and their answers at least `threshold`: a request that differs in one "
+        "word ('the weather in Detroit' / 'in Detroit Lakes', 'rate this album a 1' / 'a 5') asks for something "
+        "else, while the same request with a reworded answer is the same example twice.")
     seed: int = Field(1, description="Seed of the MinHash permutations.")
+    template_share: float = Field(
+        0.1, gt=0, le=1, description="A shingle found in at least this share of the records (a prompt template, "
+        "a system prompt, the keys of a JSON answer) is left out when comparing records: what every record shares "
+        "is no evidence that two of them are duplicates. 1 keeps every shingle.")
+    template_min_records: int = Field(
+        10, ge=2, description="...and in at least this many distinct records, so that in a small file a few "
+        "near-duplicates are not taken for a template.")
 
 
 # ---- balance and split ----

@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 
 from seedbed.curate import pii_patterns as patterns
 from seedbed.curate.config import PII_TYPES, PIIConfig
+from seedbed.curate.records import is_json
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,43 @@ class PIIRedactor:
         """`redact` for a batch; names run through one `nlp.pipe` call, so batches of ~1000 are fastest."""
         return [_replace(text, spans) for text, spans in zip(texts, self._find_many(texts))]
 
+    def redact_records(self, records: list[list[str]]) -> list[tuple[list[str], Counter[str]]]:
+        """Redact each record's text fields together, so that the record stays consistent: a value found in any
+        field (an instruction, its context, the response) becomes the same placeholder everywhere it occurs in
+        the record, whole words only. Otherwise a name redacted in the instruction but kept in the response
+        teaches the model to produce a value it was never shown.
+
+        >>> r = PIIRedactor(PIIConfig(names=False))
+        >>> r.redact_records([["Email ada@example.org", '{"to": "ada@example.org"}']])
+        [(['Email <EMAIL>', '{"to": "<EMAIL>"}'], Counter({'EMAIL': 2}))]
+        """
+        flat = [text for fields in records for text in fields]
+        # Names only in prose: NER reads a name from its sentence, and a JSON answer has none ('"value": "Cita
+        # Romántica"'); a name in a JSON field is redacted when the record's prose names it (below).
+        found = iter(self._find_many(flat, names_in=[not is_json(text) for text in flat]))
+        out = []
+        for fields in records:
+            spans = same_values_everywhere(fields, [next(found) for _ in fields])
+            new, counts = [], Counter()
+            for text, text_spans in zip(fields, spans):
+                redacted, c = _replace(text, text_spans)
+                new.append(redacted)
+                counts.update(c)
+            out.append((new, counts))
+        return out
+
     def drops(self, counts: Counter[str]) -> bool:
         """Whether the pipeline should drop a record with these counts (action "drop" and any PII found)."""
         return self.config.enabled and self.config.action == "drop" and sum(counts.values()) > 0
 
-    def _find_many(self, texts: list[str]) -> list[list[Span]]:
+    def _find_many(self, texts: list[str], names_in: list[bool] | None = None) -> list[list[Span]]:
         if not self.config.enabled:
             return [[] for _ in texts]
         found = [[(s, e, t) for t, detect in self._detectors for s, e in detect(text)] for text in texts]
         if self._names:
-            for candidates, names in zip(found, self._find_names(texts)):
-                candidates.extend(names)
+            prose = [i for i in range(len(texts)) if names_in is None or names_in[i]]
+            for i, names in zip(prose, self._find_names([texts[i] for i in prose])):
+                found[i].extend(names)
         return [_non_overlapping(c) for c in found]
 
     # --- person names ------------------------------------------------------------------------------------
@@ -119,12 +146,30 @@ class PIIRedactor:
                     snippets.append(text[piece_start:piece_end])
         names = [[(m.start(1), m.end(1), "PERSON") for m in TITLED_NAME.finditer(text)]
                  if any(t in text for t in TITLES) else [] for text in texts]
+        works: list[list[tuple[int, int]]] = [[] for _ in texts]
         for (i, offset), doc in zip(windows, self._nlp.pipe(snippets, batch_size=self.config.ner_batch_size)):
+            text = texts[i]
             for ent in doc.ents:
-                start = offset + ent.start_char
-                if (ent.label_ == "PERSON" or self._mislabelled_name(ent.label_, ent.text)) \
-                        and self._plausible_name(texts[i], start, ent.text):
-                    names[i].append((start, offset + ent.end_char, "PERSON"))
+                start, end = offset + ent.start_char, offset + ent.end_char
+                if ent.label_ == "WORK_OF_ART":
+                    works[i].append((start, end))
+                    continue
+                if not (ent.label_ == "PERSON" or self._mislabelled_name(ent.label_, ent.text)) \
+                        or not self._plausible_name(text, start, ent.text):
+                    continue
+                first = WORD.match(ent.text)
+                if first.end() < len(ent.text) and (first.group().lower() in DETERMINERS or (
+                        _opens_sentence(text, start) and _is_common(first.group(), self._not_name_words))):
+                    start += len(ent.text) - len(ent.text[first.end():].lstrip())  # "Add Turk", "the X": the name
+                if text[end - 2:end] in ("'s", "’s"):
+                    end -= 2  # "Johan Larsson's album": the name is "Johan Larsson", as the answer spells it
+                if self.config.public_names and (
+                        public_name(text, start, end) or (ent.label_ != "PERSON" and media_request(text, start))):
+                    continue  # an artist, a title, a place or a service where a request names one (see public_name)
+                names[i].append((start, end, "PERSON"))
+        if self.config.public_names:  # a title's "Mr. Jeremy Fisher" or "Miss Jones" is part of a work's name
+            names = [[(s, e, t) for s, e, t in found if not any(ws <= s and e <= we for ws, we in work)
+                      and not public_name(text, s, e)] for text, found, work in zip(texts, names, works)]
         return names
 
     def _mislabelled_name(self, label: str, name: str) -> bool:
@@ -153,13 +198,243 @@ class PIIRedactor:
         core = [w for w in name.split() if w.rstrip(".") not in TITLES]  # "Assume Mrs" is "Assume"
         if not core or (len(core) == 1 and core[0].isupper()):  # a title alone, "UPS"
             return False
+        if all(w.lower() in GENRE_WORDS for w in core):
+            return False  # "I need some Hardcore Hip Hop"
+        if core[-1].rstrip(".") in VENUE_SUFFIXES:
+            return False  # "Megaplex Theatres", "Carter House Inn": a venue named after someone is still a venue
+        if len(core) == 1 and core[0].rstrip(".") in MONTH_ABBREVIATIONS and "." in text[start:start + len(name) + 1]:
+            return False  # "on Jun. the sixteenth"
         if core[0].lower() in DETERMINERS and all(_is_common(w, self._common_words) for w in core[1:]):
             return False  # "My Visa", "The Green"
-        j = start - 1
-        while j >= 0 and text[j].isspace():
-            j -= 1
-        sentence_initial = j < 0 or text[j] in ".!?\n:\"“"
-        return not (sentence_initial and len(core) == 1 and _is_common(core[0], self._not_name_words))
+        return not (_opens_sentence(text, start) and len(core) == 1 and _is_common(core[0], self._not_name_words))
+
+
+# ---- public names: artists, works, places and services where a request names them -----------------------
+# A request to play, rate, find or book something names public things: artists ("music from Liang Wern Fook"),
+# titles ("the Cita Romántica playlist", "rate The Tale of Mr. Jeremy Fisher"), places ("the weather in
+# Kokhanok") and services ("on Deezer"). They are not personal data, and redacting them breaks the example (the
+# answer still holds the value). A name counts as public only in such a position (`public_name`), not anywhere
+# near a media word: "I had lunch with Ada after the concert" still loses "Ada".
+MEDIA_WORDS = frozenset("""play plays playing played listen listening hear song songs track tracks tune tunes album
+albums playlist playlists playlst music soundtrack soundtracks record records ep discography ballad ballads single
+singles artist artists band bands singer singers rapper composer concert movie movies film films picture pictures
+photograph photographs painting paintings trailer television tv show shows video series saga season episode
+trilogy book books novel novels novella textbook essay poem poems chronicle author game games watch work works
+creative art station concerto showings
+theatre theater cinema cinemas showtimes showing screening rate rating rated service""".split())
+MEDIA_NOUNS = frozenset("""playlist playlists playlst album albums song songs track tracks tune tunes soundtrack
+saga ep discography music record ballad single series movie film book novel novella game trilogy list painting
+photograph trailer show showing service symphony movement records eps""".split())
+# Genres make a sentence a media one ("add X to my nu metal list") but govern no name themselves.
+GENRE_WORDS = frozenset("""rock pop punk metal jazz blues soul funk disco reggae reggaeton indie folk country hip hop
+rap r&b techno house electro electronic edm dubstep trap latin salsa classical opera gospel ambient lounge chillout
+acoustic bluegrass grunge emo ska dancehall k-pop hits classics beats workout hardcore""".split())
+LISTING_WORDS = frozenset("schedule schedules showtimes times trailer tickets".split())  # "the schedule for X"
+PLAYLIST_WORDS = frozenset("playlist playlists playlst plalist palylist playlsit".split())  # as users type it
+RATING_WORDS = frozenset("rate rating rated points point stars star".split())  # "give X 4 out of 6 points"
+SERVICE_VERBS = frozenset("on using via use open".split())  # "play it on Deezer", "use Lastfm to play"
+# words that may stand between a media word and the name it governs: "a track by X", "the playlist called X"
+LINK_WORDS = frozenset("""the a an my your our his her their this these some any by from of called named
+titled entitled new latest me us artist singer band dj and top last best newest greatest more most popular
+twenties thirties forties fourties fifties sixties seventies eighties nineties""".split())
+PLACE_PREPOSITIONS = frozenset("in at near nearby around within outside inside".split())
+WEATHER_WORDS = frozenset("""weather forecast forecasts temperature humidity rain raining rainy rainfall snow snowy
+snowstorm storm stormy hail blizzard fog foggy cloudy sunny windy hot hotter cold colder warm warmer chilly chillier
+freezing humid""".split())
+PLACE_LEADS = frozenset("close near next nearby going go travel fly drive coming distance area".split())
+PLACE_NOUNS = frozenset("city town village state county country area region province island".split())
+SCREENING_WORDS = frozenset("time when where theatre theater theatres cinema cinemas movie movies cineplex".split())
+VENUE_WORDS = frozenset("cinema cinemas theatre theatres theater theaters cineplex movie".split())
+NEAR_OR_FAR = frozenset("far faraway distant away close close-by nearby near".split())
+ADDING_VERBS = frozenset("add put include insert".split())
+SEARCH_VERBS = frozenset("find search look looking get watch see download locate".split())
+NUMBER_WORDS = frozenset("zero one two three four five six seven eight nine ten".split())
+_TOKEN = re.compile(r"[^\W_][\w'’-]*|'s|’s")
+
+
+def _sentence_around(text: str, position: int) -> tuple[int, int]:
+    """(start, end) of the sentence holding `position` ("Dr." and initials do not end one); a label before a colon
+    ("Request: play ...") is not part of it."""
+    start, end = 0, len(text)
+    for sentence_end, next_start in _sentences(text):
+        if position < next_start or next_start >= len(text):
+            end = sentence_end
+            break
+        start = next_start
+    label = text.rfind(": ", start, position)
+    if label >= 0 and len(text[start:label].split()) <= 3:  # "Request: ...", not "the work, Warlock 2: The Exiled"
+        start = label + 2
+    return start, end
+
+
+def _sentence_start(text: str, position: int) -> int:
+    return _sentence_around(text, position)[0]
+
+
+def _sentence_words(text: str, position: int) -> list[str]:
+    start, end = _sentence_around(text, position)
+    return [w.lower() for w in _TOKEN.findall(text[start:end])]
+
+
+def media_request(text: str, position: int) -> bool:
+    """Whether the sentence holding `position` is a request about media (`is_request`, and a media word or a genre:
+    play, song, playlist, film, jazz...)."""
+    words = _sentence_words(text, position)
+    return is_request(words) and any(w in MEDIA_WORDS or w in GENRE_WORDS for w in words)
+
+
+TITLE_GLUE = frozenset("of the in to a an on for at with from and y de la le del des du da di e et or".split())
+TITLE_WORDS = frozenset("of the a an y de del la le du da di".split())  # glue no run of names has ("Ada at Bo's")
+_RUN_TOKEN = re.compile(r"[^\W_][\w'’-]*")
+
+
+def in_title(text: str, start: int, end: int, media: bool) -> bool:
+    """Whether the name is part of a longer title: a run of capitalised words glued by lowercase "of", "the",
+    "in"... with at least two capitalised words and an "of", "the" or "a" among the glue ("Spirit of the Bush",
+    "The Ghost of Tom Joad"; not "Ada at Bo's"). A run that opens with the name ("Mary Smith of the Finance Department") counts only in
+    a media sentence; the sentence's first word never counts.
+
+    >>> in_title("Find Spirit of the Bush.", 19, 23, False), in_title("Mary Smith of the Finance Team", 0, 10, False)
+    (True, False)
+    """
+    s0, e0 = _sentence_around(text, start)
+    tokens = [(m.start() + s0, m.end() + s0, m.group()) for m in _RUN_TOKEN.finditer(text[s0:e0])]
+    inside = [k for k, (a, b, _) in enumerate(tokens) if a < end and start < b]
+    if not inside:
+        return False
+
+    def part(k: int) -> bool:
+        word = tokens[k][2]
+        return k > 0 and (word[0].isupper() or (word.islower() and word in TITLE_GLUE))
+
+    lo, hi = inside[0], inside[-1]
+    while lo - 1 >= 0 and part(lo - 1):
+        lo -= 1
+    while hi + 1 < len(tokens) and part(hi + 1):
+        hi += 1
+    while lo < inside[0] and tokens[lo][2].islower():  # the run starts and ends with capitalised words
+        lo += 1
+    while hi > inside[-1] and tokens[hi][2].islower():
+        hi -= 1
+    run = [w for _, _, w in tokens[lo:hi + 1]]
+    glue = [w for w in run if w.islower()]
+    capitals = len(run) - len(glue)
+    return capitals >= 2 and any(g in TITLE_WORDS for g in glue) and (lo < inside[0] or (media and hi > inside[-1]))
+
+
+REQUEST_OPENERS = frozenset("""play add ad put include insert incorporate move edit find search look looking show rate
+give book reserve get tell open use check listen list watch start turn go let please can could would will what what's
+wish
+whats when where which is are does do let's lets need want weather forecast""".split())
+WANTING = frozenset("want wanna need like wish looking would rate rating give gave".split())
+
+
+def is_request(words: list[str]) -> bool:
+    """Whether a sentence (its lower-cased words) asks for something: it opens with a verb or a question word
+    ("Play ...", "Where can I ...", "Is it ...", "Weather for ..."), says "please", or opens "I want/need/would
+    like ..." or "How can/do ..."; a story's "How many ..." and "Jane read ..." are not requests.
+
+    >>> is_request(["i", "d", "like", "to", "hear", "x"]), is_request(["jane", "read", "the", "book"])
+    (True, False)
+    """
+    if not words:
+        return False
+    return words[0] in REQUEST_OPENERS or "please" in words or (
+        words[0] in ("i", "i'd", "i'm", "we", "we'd", "me") and any(w in WANTING for w in words[1:5])) or (
+        words[0] == "how" and len(words) > 1 and words[1] in ("to", "can", "do", "is", "will", "would", "about"))
+
+
+def public_name(text: str, start: int, end: int) -> str | None:
+    """Why the name at text[start:end] is public, or None when it may be a private person's. Only a request
+    (`is_request`) is read this way; in other sentences only a place after "in", "at", "near", "close to" is.
+
+    - "work": a media word governs it, over link words ("the", "by", "called", "and") and the capitalised words
+      of a title before it ("play X", "a track by X", "music from X", "the playlist called X", "Play Maggot
+      Brain by X"), or a media noun follows it ("the X playlist", "X's album"); or, in a sentence with a media
+      word, it follows "by"/"from"/"of", or it is what is added or where ("add X to my Y playlist", "put this
+      tune into X").
+    - "place": after in/at/near/around ("at The Kitchin", "in Haigler Bosnia and X"), "close to", "not far
+      from", "the city of", "going to"; any name in a sentence about the weather ("Will Mondamin be hot"); not
+      "at X's".
+    - "work" too: any name in a sentence that rates something ("give X four out of 6 points") or looks for a work
+      ("find X, a game", "when can I see X at the cinema"; not "with X"), a name inside a
+      longer title (`in_title`), a name before "showing" or, where screenings are asked about, "playing".
+    - "service": after on/using/via/use/open in a media sentence ("play it on Deezer", "use Lastfm to play").
+
+    >>> public_name("Play new music from Liang Wern Fook", 20, 35), public_name("Lunch with Ada Lovelace", 11, 23)
+    ('work', None)
+    >>> public_name("Add another song to the Cita Romántica playlist.", 24, 38)
+    'work'
+    >>> public_name("What will the weather be in Kokhanok", 28, 36), public_name("I met Ada at Bo's", 13, 15)
+    ('place', None)
+    """
+    words = _TOKEN.findall(text[start:end])
+    lead = 0  # "Add Turk": the small model sometimes takes the sentence's verb into the name
+    while lead < len(words) - 1 and words[lead].lower() in MEDIA_WORDS | ADDING_VERBS:
+        lead += 1
+    before = _TOKEN.findall(text[_sentence_start(text, start):start]) + words[:lead]
+    after = [w for w in _TOKEN.findall(text[end:end + 60])[:3] if w not in ("'s", "’s")]
+    possessive = text[end:end + 2] in ("'s", "’s")
+    media_noun_next = after and (after[0].lower() in MEDIA_NOUNS
+                                 or (after[0].isdigit() and len(after) > 1 and after[1].lower() in MEDIA_NOUNS))
+    lowered = [w.lower() for w in before]
+    j = len(before) - 1
+    while j >= 0 and (lowered[j] in LINK_WORDS or before[j][:1].isupper() or before[j].isdigit()) \
+            and lowered[j] not in MEDIA_WORDS | ADDING_VERBS:
+        j -= 1  # back over "the", "by", "called", a year and a title's own capitalised words
+    previous = lowered[-1] if lowered else ""
+    sentence = _sentence_words(text, start)
+    governing = lowered[j] if j >= 0 else ""  # the word before the name and the title or list it is part of
+    lead = lowered[-2] if len(lowered) > 1 else ""
+    rest = [w.lower() for w in _TOKEN.findall(text[end:_sentence_around(text, start)[1]])]
+    numbered = any(w.isdigit() or w in NUMBER_WORDS for w in sentence)
+    if numbered and any(w in ("rating", "stars", "star") for w in sentence):
+        return "work"  # "I gave X a 0 out of 6", "3 stars is the rating for X"
+    if not is_request(sentence):  # a story names its people ("The first half of the book Jane read ...")
+        places = PLACE_PREPOSITIONS - {"at"}  # "yells at Jerry"
+        return "place" if not possessive and (
+            governing in places or previous in places
+            or (previous in ("to", "by") and lead in ("close", "near", "going"))) else None
+    if media_noun_next or (j >= 0 and lowered[j] in MEDIA_WORDS) or any(w in PLAYLIST_WORDS for w in rest):
+        return "work"  # "... by X", "the X playlist", "I want X in my workout playlist"
+    if numbered and any(w in RATING_WORDS for w in sentence):
+        return "work"  # "I give Ruled Britannia a rating of five out of 6", "Give two stars to Scribblings"
+    if "showing" in rest or "screening" in rest or (previous == "for" and len(lowered) > 1
+                                                     and lowered[-2] in LISTING_WORDS) \
+            or (("playing" in rest or "play" in rest) and any(w in SCREENING_WORDS for w in sentence)) \
+            or ("playing" in rest and sentence[0] in ("is", "what", "when", "where")) \
+            or (rest and rest[0] in ("at", "in", "near") and any(w in VENUE_WORDS for w in rest[:5])):
+        return "work"  # "what time is X showing", "the schedule for X", "when is X playing", "is X at the cinema"
+    media = any(w in MEDIA_WORDS or w in GENRE_WORDS for w in sentence)
+    if in_title(text, start, end, media):
+        return "work"
+    if previous != "with" and any(w in SEARCH_VERBS for w in sentence) and any(w in MEDIA_WORDS for w in sentence):
+        return "work"  # "find Cluster Computing, a game", "when can I see X at the nearest cinema"
+    if media:
+        adding = any(w in ADDING_VERBS for w in lowered)
+        if previous in ("by", "from", "of") or (j >= 0 and lowered[j] in ADDING_VERBS) \
+                or (previous == "to" and lead in ("listen", "listening")) \
+                or (previous == "for" and len(lowered) > 1 and lowered[-2] in ("search", "searching", "look",
+                                                                                "looking")) \
+                or (adding and j >= 0 and lowered[j] in ("to", "into", "onto", "in", "on")):
+            return "work"
+        if previous in SERVICE_VERBS and not possessive:
+            return "service"
+    if possessive:
+        return None
+    if governing in PLACE_PREPOSITIONS or previous in PLACE_PREPOSITIONS or any(w in WEATHER_WORDS for w in sentence) \
+            or previous in ("neighboring", "neighbouring", "close-by") \
+            or (previous == "from" and lead in NEAR_OR_FAR) or (previous == "of" and lead in PLACE_NOUNS) \
+            or (previous in ("to", "by", "of", "as") and lead in PLACE_LEADS):
+        return "place"  # "in X", "will it be hot in X", "not far from X", "the city of X", "close to X", "go to X"
+    return None
+
+
+def _opens_sentence(text: str, start: int) -> bool:
+    j = start - 1
+    while j >= 0 and text[j].isspace():
+        j -= 1
+    return j < 0 or text[j] in ".!?\n:\"“"
 
 
 # A sentence ends at . ! ? (plus closing quotes/brackets) before whitespace, or at a line break.
@@ -186,6 +461,9 @@ Stores Pharma Software Games Entertainment Network Networks Communications Energ
 International Global National Federal Party Union League United City County Airport Castle Palace Cathedral
 Tower Desert Sea Ocean Bay Gulf Coast Peninsula Strait Island Valley Mountains""".split()) | frozenset(
     w.rstrip("?") for w in patterns.STREET_SUFFIXES)  # "Amazon River", "Mount Everest": places
+VENUE_SUFFIXES = frozenset("""Theatres Theaters Theatre Theater Cinemas Cinema Cineplex Multiplex Inn Restaurant
+Cafe Café Grill Tavern Pub Diner Bistro Brasserie Steakhouse Pizzeria Bakery""".split())
+MONTH_ABBREVIATIONS = frozenset("Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec".split())
 NEVER_NAMES = frozenset("Monday Tuesday Wednesday Thursday Friday Saturday Sunday I".split())
 # A title before capitalised words is a name whatever the model says ("Dr. Ngozi Okonjo-Iweala").
 TITLES = ("Mr", "Mrs", "Ms", "Mx", "Miss", "Dr", "Prof", "Sir", "Dame", "Lady", "Lord", "Rev", "Frau", "Herr", "Mme",
@@ -281,6 +559,34 @@ def _pieces(text: str, start: int, end: int, size: int = 100_000) -> Iterable[tu
         yield start, cut
         start = cut
     yield start, end
+
+
+def same_values_everywhere(fields: list[str], spans: list[list[Span]]) -> list[list[Span]]:
+    """Each field's spans plus every other whole-word occurrence, in any of the fields, of a value found in one of
+    them (and of each capitalised word of a name), with the type it was found as (the earlier type in PII_TYPES if
+    two).
+
+    >>> same_values_everywhere(["Ask Ada Lovelace", "Ada Lovelace said no"], [[Span(4, 16, "PERSON")], []])
+    [[Span(start=4, end=16, type='PERSON')], [Span(start=0, end=12, type='PERSON')]]
+    """
+    rank = {t: i for i, t in enumerate(PII_TYPES)}
+    values: dict[str, str] = {}
+    for text, text_spans in zip(fields, spans):
+        for span in text_spans:
+            value = text[span.start:span.end]
+            # a name's parts too, when its fields split it: "eat at a pub Manack Montana" answered with
+            # {"city": "Manack", "state": "Montana"}
+            parts = [w for w in value.split() if len(w) > 1 and w[0].isupper() and w.rstrip(".") not in TITLES
+                     and w.lower() not in DETERMINERS] if span.type == "PERSON" and " " in value else []
+            for found in [value, *parts]:
+                if found.strip() and (found not in values or rank[span.type] < rank[values[found]]):
+                    values[found] = span.type
+    if not values:
+        return spans
+    pattern = re.compile("|".join(rf"(?<!\w){re.escape(v)}(?!\w)" for v in sorted(values, key=len, reverse=True)))
+    return [_non_overlapping([(s.start, s.end, s.type) for s in text_spans]
+                             + [(m.start(), m.end(), values[m.group()]) for m in pattern.finditer(text)])
+            for text, text_spans in zip(fields, spans)]
 
 
 def _non_overlapping(candidates: list[tuple[int, int, str]]) -> list[Span]:

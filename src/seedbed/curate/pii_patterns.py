@@ -319,7 +319,9 @@ _STATES = ("AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI
            "NSW VIC QLD SA TAS ACT NT "  # Australia Post
            "AB BC MB NB NL NS NU ON PE QC SK YT").split()  # Canada Post
 _UNIT_WORDS = "Apt|Apartment|Suite|Ste|Unit|Flat|Studio|Room|Rm|Floor|Fl|Level|Bldg|Building"
-_UNIT = rf"(?:{_UNIT_WORDS}|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9-]{{1,6}}"
+# The unit word ends at a word boundary: "Ste" is Suite in "Ste 200", not the start of "Stelvio National Park"
+# ("Fl" of "Florida Caverns State Park" likewise).
+_UNIT = rf"(?:(?:{_UNIT_WORDS})\b|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9-]{{1,6}}"
 _NUMBER = r"\d{1,6}[A-Za-z]?(?:[/-]\d{1,6}[A-Za-z]?)?"
 _WORD = r"(?:[A-Z][A-Za-z'’.-]*|\d{1,3}(?:st|nd|rd|th))"
 _CITY = r"[A-Z][A-Za-z'’.-]*(?:[ \t]+[A-Z][A-Za-z'’.-]*){0,3}"

@@ -8,9 +8,9 @@ chunks: `stages.py`), then exact_dedup, near_dedup, balance, split (over the sur
 stays bounded on inputs larger than RAM.
 
 Writes to OUT: train.jsonl and validation.jsonl (records in their input shape, with their ids), dropped.jsonl
-(id, source file:line, stage and reason of every dropped record), report.json (counts that reconcile:
-input = kept + dropped, and per stage records_in - dropped = records_out), report.html (the datasheet), and
-recipe.yaml. All are written in a work folder and moved into OUT at the end, so OUT never holds half a run.
+(id, source file:line, stage, reason and detail of every dropped record, and the record itself), report.json
+(counts that reconcile: input = kept + dropped, and per stage records_in - dropped = records_out), report.html (the
+datasheet), and recipe.yaml. All are written in a work folder and moved into OUT at the end, so OUT never holds half a run.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from seedbed.curate.balance import balance, histogram, split
-from seedbed.curate.dedup import band_keys, near_duplicate_clusters
+from seedbed.curate.dedup import band_keys, near_duplicate_clusters, record_signatures, without_template
 from seedbed.curate.engines import default_workers, run_local, run_ray
 from seedbed.curate.records import Item, output_record, text_of, to_item
 from seedbed.curate.stages import STAGES, TOXICITY_EDGES, dropped_entry, new_stats
+from seedbed.data.mapping import apply_mapping
 from seedbed.data.readers import Problem, data_error, stream_records
 from seedbed.data.shapes import BadField
 from seedbed.recipe import DataRecipe, save_recipe
 
+TEMPLATE_SHARE_TO_RESIGN = 0.1  # see _compare_without_template
 LENGTH_EDGES = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 OUTPUTS = ("train.jsonl", "validation.jsonl", "dropped.jsonl", "report.json", "report.html", "recipe.yaml")
 
@@ -73,6 +75,8 @@ def _chunks(recipe: DataRecipe, problems: list[Problem], inputs: list[dict]) -> 
             inputs.append(summary)
         summary["records"] += 1
         try:
+            if recipe.mapping is not None:  # the user's own fields, as a chat (seedbed.data.mapping)
+                record = apply_mapping(record, recipe.mapping, f"{Path(file).name}:{line}")
             item = to_item(record, file, line)
         except BadField as bad:
             problems.append(Problem(file, line, bad.field, bad.message))
@@ -116,6 +120,7 @@ class _Accounts:
             for key in ("records_in", "dropped", "modified", "seconds"):
                 total[key] += chunk_stats[key]
             total["reasons"].update(chunk_stats["reasons"])
+            total["changes"].update(chunk_stats.get("changes", {}))
             total["disabled"] = chunk_stats.get("disabled", False)
         for entry in result["dropped"]:
             self.add_dropped(entry)
@@ -138,6 +143,11 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
     accounts = _Accounts(recipe, work)
     kept_file = (work / "kept.jsonl").open("w", encoding="utf-8")
     signatures_file = (work / "signatures.u32").open("wb")
+    shingles_file = (work / "shingles.u32").open("wb")
+    sides_file = (work / "sides.u32").open("wb")
+    shingle_counts: list[np.ndarray] = []  # (records, 2): prompt and answer shingles of each kept record
+    has_answer: list[np.ndarray] = []
+    common = _CommonShingles()
     ids: list[str] = []
     categories: list[str] = []
     exact_keys: list[np.ndarray] = []
@@ -159,10 +169,18 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
         if recipe.dedup.near and len(result["kept"]):
             result["signatures"].astype(np.uint32).tofile(signatures_file)
             bands.append(band_keys(result["signatures"], recipe.dedup))
+            result["shingles"].astype(np.uint32).tofile(shingles_file)
+            result["side_signatures"].astype(np.uint32).tofile(sides_file)
+            shingle_counts.append(result["shingle_counts"])
+            has_answer.append(result["has_answer"])
+            if "common" in result:
+                common.add(result["common"])
         if on_progress:
             on_progress(result["stats"]["normalise"]["records_in"])
     kept_file.close()
     signatures_file.close()
+    shingles_file.close()
+    sides_file.close()
     map_seconds = time.perf_counter() - map_started
     if problems:
         accounts.dropped_file.close()
@@ -187,10 +205,20 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
     # near_dedup over the exact survivors
     start = time.perf_counter()
     survivors = np.array([i for i in range(n) if i not in drop_stage], dtype=np.int64)
+    template: dict[str, Any] = {}
     if recipe.dedup.near and len(survivors) > 1:
-        signatures = np.memmap(work / "signatures.u32", dtype=np.uint32, mode="r").reshape(n, recipe.dedup.num_perm)
+        num_perm = recipe.dedup.num_perm
+        signatures = np.memmap(work / "signatures.u32", dtype=np.uint32, mode="r+").reshape(n, num_perm)
+        answered = np.concatenate(has_answer)
+        side_row = np.where(answered, np.cumsum(answered) - 1, -1)
+        sides = (np.memmap(work / "sides.u32", dtype=np.uint32, mode="r+").reshape(-1, 2, num_perm)
+                 if answered.any() else np.zeros((0, 2, num_perm), np.uint32))
         all_bands = np.concatenate(bands)
-        found = near_duplicate_clusters(all_bands[survivors], _Rows(signatures, survivors), recipe.dedup.threshold)
+        template = _compare_without_template(recipe, work, common, np.concatenate(shingle_counts), survivors,
+                                             signatures, sides, side_row, all_bands)
+        found = near_duplicate_clusters(all_bands[survivors], _Rows(signatures, survivors), recipe.dedup.threshold,
+                                        sides=_SideRows(sides, side_row, survivors),
+                                        prompt_threshold=recipe.dedup.prompt_threshold)
         near_groups: dict[int, list] = {}
         for local, (root, similarity) in found.items():
             i, kept = int(survivors[local]), int(survivors[root])
@@ -198,7 +226,7 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
             near_groups.setdefault(kept, []).append((ids[i], similarity))
         clusters += [{"kind": "near", "kept": ids[k], "size": len(v) + 1, "dropped": [d for d, _ in v][:10],
                       "similarity": round(min(s for _, s in v), 3)} for k, v in near_groups.items()]
-        del signatures
+        del signatures, sides
     _global_stats(accounts, "near_dedup", len(survivors), drop_stage, start, disabled=not recipe.dedup.near)
 
     # balance: caps per category (and upsampling copies, train only)
@@ -245,17 +273,100 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
     accounts.dropped_file.close()
     (work / "kept.jsonl").unlink()
     (work / "signatures.u32").unlink()
+    (work / "shingles.u32").unlink()
+    (work / "sides.u32").unlink()
 
     total_seconds = time.perf_counter() - started
     report = _report(recipe, inputs, accounts, counts, clusters, category_before,
                      histogram(categories[i] for i in final), LENGTH_EDGES, length_after, workers, total_seconds,
-                     map_seconds)
+                     map_seconds, template)
     (work / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     from seedbed.curate.datasheet import render_datasheet
 
     (work / "report.html").write_text(render_datasheet(report), encoding="utf-8")
     save_recipe(recipe, work / "recipe.yaml", "data")
     return report
+
+
+class _CommonShingles:
+    """Shingle counts the chunks report (each chunk: the shingles common in it), added up over the input."""
+
+    def __init__(self):
+        self.counts: Counter[int] = Counter()
+        self.names: dict[int, str] = {}
+        self.records = 0
+
+    def add(self, chunk: dict) -> None:
+        self.counts.update(dict(zip(chunk["hashes"].tolist(), chunk["counts"].tolist())))
+        self.names.update(chunk["names"])
+        self.records += chunk["records"]
+
+    def template(self, share: float, min_records: int) -> tuple[np.ndarray, int]:
+        """(sorted hashes of the template's shingles, the count that made a shingle template)."""
+        needed = max(min_records, int(np.ceil(share * self.records)))
+        return np.array(sorted(h for h, c in self.counts.items() if c >= needed), dtype=np.uint32), needed
+
+
+def _compare_without_template(recipe: DataRecipe, work: Path, common: _CommonShingles, shingle_counts: np.ndarray,
+                              survivors: np.ndarray, signatures: np.ndarray, sides: np.ndarray, side_row: np.ndarray,
+                              all_bands: np.ndarray) -> dict[str, Any]:
+    """Find the shingles shared by a large share of the input's records (a template: dedup.py) and give every
+    surviving record that holds some new signatures (whole, prompt, answer) and band keys from its other
+    shingles, side by side (a side made of nothing but template keeps all its shingles); returns what the report
+    says about it."""
+    config = recipe.dedup
+    template, needed = common.template(config.template_share, config.template_min_records)
+    out: dict[str, Any] = {"records_needed": needed, "shingles": int(len(template)), "records_compared_without": 0}
+    if not len(template):
+        return out
+    sizes = shingle_counts.sum(axis=1)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    flat = np.memmap(work / "shingles.u32", dtype=np.uint32, mode="r")
+    # Template shingles that are a small part of a record cannot make it anyone's duplicate (two records sharing
+    # only a tenth of their shingles have a Jaccard of ~0.05), so only records that are TEMPLATE_SHARE_TO_RESIGN
+    # template or more are signed again: all of a templated dataset, none of ordinary prose where a few common
+    # phrases ("the of the") pass the share.
+    shared = np.zeros(len(sizes), np.int64)
+    for lo in range(0, len(sizes), 100_000):  # in blocks, so memory stays bounded on large inputs
+        hi = min(lo + 100_000, len(sizes))
+        hits = np.isin(np.asarray(flat[offsets[lo]:offsets[hi]]), template).astype(np.int64)
+        starts = np.minimum(offsets[lo:hi] - offsets[lo], max(len(hits) - 1, 0))
+        shared[lo:hi] = np.add.reduceat(hits, starts) if len(hits) else 0
+        shared[lo:hi][sizes[lo:hi] == 0] = 0
+    candidates = [int(i) for i in survivors if shared[i] >= TEMPLATE_SHARE_TO_RESIGN * sizes[i] and shared[i]]
+    changed = []
+    for i in candidates:
+        start, n_prompt, n_answer = offsets[i], shingle_counts[i, 0], shingle_counts[i, 1]
+        prompt = np.asarray(flat[start:start + n_prompt])
+        answer = np.asarray(flat[start + n_prompt:start + n_prompt + n_answer])
+        new_prompt = without_template(prompt, template)
+        new_answer = without_template(answer, template) if n_answer else None
+        if new_prompt is None and new_answer is None:
+            continue
+        combined, pair = record_signatures(prompt if new_prompt is None else new_prompt,
+                                           answer if new_answer is None else new_answer, config)
+        signatures[i] = combined
+        if pair is not None:
+            sides[side_row[i]] = pair
+        changed.append(int(i))
+    if changed:
+        all_bands[changed] = band_keys(np.asarray(signatures[changed]), config)
+    del flat
+    named = sorted(((-common.counts[h], common.names[h]) for h in template.tolist() if h in common.names))[:10]
+    out.update(records_compared_without=len(changed),
+               examples=[{"shingle": name, "records": -count} for count, name in named])
+    return out
+
+
+class _SideRows:
+    """(prompt signature, answer signature) of the surviving records that have answers, None for the others."""
+
+    def __init__(self, sides: np.ndarray, side_row: np.ndarray, survivors: np.ndarray):
+        self.sides, self.side_row, self.survivors = sides, side_row, survivors
+
+    def __getitem__(self, local: int):
+        row = self.side_row[self.survivors[local]]
+        return None if row < 0 else (self.sides[row, 0], self.sides[row, 1])
 
 
 class _Rows:
@@ -277,7 +388,7 @@ def _global_stats(accounts: _Accounts, stage: str, records_in: int, drop_stage: 
 
 
 def _report(recipe, inputs, accounts: _Accounts, counts, clusters, category_before, category_after, edges,
-            length_after, workers, total_seconds, map_seconds) -> dict[str, Any]:
+            length_after, workers, total_seconds, map_seconds, template: dict) -> dict[str, Any]:
     from seedbed import __version__
 
     input_records = sum(f["records"] for f in inputs)
@@ -290,6 +401,8 @@ def _report(recipe, inputs, accounts: _Accounts, counts, clusters, category_befo
                  # map stages: seconds summed over worker processes, so this is a per-core rate
                  "records_per_s": round(s["records_in"] / s["seconds"], 1) if s["seconds"] > 0 else None,
                  "enabled": not s.get("disabled", False)}
+        if s["changes"]:
+            entry["changes"] = dict(s["changes"].most_common())
         stages.append(entry)
     by_stage = {s["name"]: s["dropped"] for s in stages if s["dropped"]}
     by_reason: Counter[str] = Counter()
@@ -309,7 +422,8 @@ def _report(recipe, inputs, accounts: _Accounts, counts, clusters, category_befo
         "stages": stages,
         "redactions": dict(accounts.redactions.most_common()),
         "duplicates": {"exact_clusters": sum(c["kind"] == "exact" for c in clusters),
-                       "near_clusters": sum(c["kind"] == "near" for c in clusters), "largest": largest},
+                       "near_clusters": sum(c["kind"] == "near" for c in clusters), "largest": largest,
+                       **({"template": template} if template else {})},
         "histograms": {
             "category_before": category_before, "category_after": category_after,
             "language": dict(accounts.languages.most_common()),

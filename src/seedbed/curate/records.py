@@ -9,14 +9,18 @@ given, so an output record has the shape and id its input had.
 ('raw.jsonl:3', 'dolly', 'open_qa', 'Say hi\\nHi!')
 >>> map_texts(item, str.upper)["record"]["response"]
 'HI!'
+>>> turns(item)
+[Turn(instruction='SAY HI', context='', response='HI!')]
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from seedbed.data.shapes import examples_from_record, record_shape
+from seedbed.data.shapes import SHAREGPT_ROLES, examples_from_record, record_shape
 
 # shape -> the text fields that shape trains on; "[]" walks a list, ".x" a key of each element.
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -88,6 +92,103 @@ def set_texts(item: Item, new: list[str]) -> Item:
     """Write back texts in the order `texts` gave them."""
     values = iter(new)
     return map_texts(item, lambda _old: next(values))
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One answer of an instruction or chat record, with what it answers: the instruction (the user's turn), the
+    context given with it (dolly's context, alpaca's input, a chat's system prompt), and the response."""
+
+    instruction: str
+    context: str
+    response: str
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # OpenAI content given as text parts
+        return "\n".join(p["text"] for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def turns(item: Item) -> list[Turn]:
+    """The record's (instruction, context, response) turns; none for a `text` record, which has no answer.
+
+    >>> turns(to_item({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+    ...                             {"role": "assistant", "content": "Hello."}]}, "chat.jsonl", 1))
+    [Turn(instruction='Hi', context='Be brief.', response='Hello.')]
+    """
+    record, shape = item["record"], item["shape"]
+    fields = {"dolly": ("instruction", "context", "response"), "alpaca": ("instruction", "input", "output"),
+              "gsm8k": ("question", None, "answer")}
+    if shape in fields:
+        instruction, context, response = fields[shape]
+        return [Turn(_text(record.get(instruction)), _text(record.get(context)) if context else "",
+                     _text(record.get(response)))]
+    if shape == "self_instruct":
+        instruction = _text(record.get("instruction"))
+        return [Turn(instruction, _text(i.get("input")), _text(i.get("output")))
+                for i in record.get("instances") or [] if isinstance(i, dict)]
+    if shape in ("openai_chat", "sharegpt"):
+        key, role_key, content_key = (("messages", "role", "content") if shape == "openai_chat"
+                                      else ("conversations", "from", "value"))
+        found, system, user = [], [], ""
+        for message in record.get(key) or []:
+            if not isinstance(message, dict):
+                continue
+            role, content = message.get(role_key), _text(message.get(content_key))
+            role = SHAREGPT_ROLES.get(role, role) if shape == "sharegpt" else role
+            if role == "system":
+                system.append(content)
+            elif role == "user":
+                user = content
+            elif role == "assistant" and content.strip():
+                found.append(Turn(user, "\n".join(system), content))
+        return found
+    return []
+
+
+ANSWER_FIELDS = {"dolly": "response", "alpaca": "output", "gsm8k": "answer", "self_instruct": "instances[].output"}
+
+
+def sides(item: Item) -> tuple[list[str], list[str]]:
+    """The record's text fields split into what it asks (instruction, context, input, system and user turns) and
+    what it answers (response, output, assistant turns); a `text` record is all prompt and no answer.
+
+    >>> sides(to_item({"instruction": "Say hi", "context": "", "response": "Hi!"}, "f.jsonl", 1))
+    (['Say hi', ''], ['Hi!'])
+    """
+    record, shape = item["record"], item["shape"]
+    if shape in ("openai_chat", "sharegpt"):
+        key, role_key, content_key = (("messages", "role", "content") if shape == "openai_chat"
+                                      else ("conversations", "from", "value"))
+        prompt, answers = [], []
+        for message in record.get(key) or []:
+            if isinstance(message, dict):
+                role = message.get(role_key)
+                role = SHAREGPT_ROLES.get(role, role) if shape == "sharegpt" else role
+                (answers if role == "assistant" else prompt).append(_text(message.get(content_key)))
+        return prompt, answers
+    answer_path = ANSWER_FIELDS.get(shape)
+    prompt = [c[k] for path in TEXT_FIELDS[shape] if path != answer_path for c, k in _walk(record, path)]
+    return prompt, ([c[k] for c, k in _walk(record, answer_path)] if answer_path else [])
+
+
+def is_json(text: str) -> bool:
+    """Whether a text field holds a JSON object or array (a structured answer), not prose.
+
+    >>> is_json('{"intent": "PlayMusic"}'), is_json("[1, 2]"), is_json("{not json")
+    (True, True, False)
+    """
+    stripped = text.strip()
+    if stripped[:1] not in ("{", "["):
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return False
+    return True
 
 
 def output_record(item: Item) -> dict:

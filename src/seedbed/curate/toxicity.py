@@ -116,6 +116,7 @@ SPELLED_OUT = re.compile(r"(?<![\w@$])[\w@$](?:[ ._*-]{1,2}[\w@$!]){2,}(?![\w@$]
 SEPARATOR = re.compile(r"[ ._*-]")
 STRETCHED = re.compile(r"([^\W\d_])\1{2,}")
 DOUBLED = re.compile(r"([^\W\d_])\1+")
+DOUBLED_VOWEL = re.compile(r"([aeiouy])\1+")
 TOKEN = re.compile(r"[\w@$*]+(?:[!|+]+[\w@$*]+)*[!+]*")
 
 
@@ -198,6 +199,11 @@ class Wordlist:
             for shorter in _shortened(token):  # stretched: "booooobs" -> "boobs", "fuuuck" -> "fuck"
                 if shorter in self.words:
                     found[shorter] = self.terms[shorter]
+            # A slur's plural ("kill all the faggots"), which the list spells out only for some; other categories'
+            # plurals stay unmatched, because surnames end that way too ("Cummings").
+            singular = token[:-1] if token.endswith("s") and len(token) > 3 else ""
+            if singular in self.words and "hate" in self.terms[singular]:
+                found[singular] = self.terms[singular]
         if "*" in joined:
             for token in distinct:
                 if "*" in token:
@@ -228,9 +234,13 @@ class Wordlist:
 
 @lru_cache(maxsize=1 << 16)  # words repeat across records; the cache saves two regex passes per word
 def _shortened(token: str) -> tuple[str, ...]:
+    """Other forms of an unlisted word to look up: runs of 3+ letters cut to two ("fuuuuck" -> "fuuck"), then runs
+    of any length cut to one ("fuuck" -> "fuck"), but a doubled consonant is left alone when nothing was
+    stretched: English spells words and names that way ("Bonner" is not "boner", "Cummins" not "cumins")."""
     if not DOUBLED.search(token):
         return ()
-    return STRETCHED.sub(r"\1\1", token), DOUBLED.sub(r"\1", token)
+    two = STRETCHED.sub(r"\1\1", token)
+    return two, DOUBLED.sub(r"\1", token) if two != token else DOUBLED_VOWEL.sub(r"\1", token)
 
 
 @lru_cache(maxsize=1)

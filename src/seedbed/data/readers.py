@@ -3,7 +3,8 @@
 Files: `.jsonl`, `.json` (an array of records, or `{"data": [...]}`), `.csv` (header row), `.parquet`, and
 gzipped `.jsonl.gz` / `.json.gz` / `.csv.gz`. Directories are read recursively, in sorted order.
 
-Record shapes (chat, ShareGPT, self-instruct, dolly, alpaca, GSM8K, plain text) are in `shapes.py`.
+Record shapes (chat, ShareGPT, self-instruct, dolly, alpaca, GSM8K, plain text) are in `shapes.py`; records of
+any other shape are read through a recipe's `mapping` of their fields (`mapping.py`).
 
 Nothing is dropped silently: every malformed record is a `Problem` naming file, line and field, and all
 problems across all files are raised together as one `DataError`.
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from seedbed.chat import Example
+from seedbed.data.mapping import apply_mapping
 from seedbed.data.shapes import SHAPES, BadField, examples_from_record
 from seedbed.errors import DataError
+from seedbed.recipe import FieldMapping
 
 PACKAGED_PREFIX = "seedbed:"
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz", ".csv.gz")
@@ -83,12 +86,18 @@ def resolve_data_path(path: str | Path) -> Path:
     return Path(path).expanduser()
 
 
-def read_examples(paths: list[str | Path]) -> InstructionData:
+def read_examples(paths: list[str | Path], mapping: FieldMapping | None = None) -> InstructionData:
     """Read data files and directories into canonical examples, or raise one `DataError` listing every problem.
+
+    With a `mapping`, every record is read through it (its shape counted as "mapping") instead of by its shape.
 
     >>> data = read_examples(["seedbed:data/gsm8k_demo_train.jsonl"])
     >>> data.files[0].shapes, data.examples[0].messages[0]["role"]
     ({'gsm8k': 400}, 'user')
+    >>> snips = FieldMapping(prompt="Turn this request into JSON: {text}", response_json=["intent", "slots"])
+    >>> data = read_examples(["seedbed:data/snips_heldout.jsonl"], mapping=snips)
+    >>> data.files[0].shapes, data.examples[1].reference()
+    ({'mapping': 140}, '{"intent": "GetWeather", "slots": [{"name": "country", "value": "Andorra"}]}')
     """
     if isinstance(paths, (str, Path)):  # a lone path would otherwise be read character by character
         paths = [paths]
@@ -97,7 +106,7 @@ def read_examples(paths: list[str | Path]) -> InstructionData:
     summaries: list[FileSummary] = []
     for given in paths:
         for file in _data_files(given, problems):
-            summary, file_examples = _read_file(file, problems)
+            summary, file_examples = _read_file(file, problems, mapping)
             summaries.append(summary)
             examples.extend(file_examples)
     if problems:
@@ -129,7 +138,7 @@ def _suffix(path: Path) -> str | None:
     return next((s for s in SUFFIXES if path.name.lower().endswith(s)), None)
 
 
-def _read_file(path: Path, problems: list[Problem]) -> tuple[FileSummary, list[Example]]:
+def _read_file(path: Path, problems: list[Problem], mapping: FieldMapping | None) -> tuple[FileSummary, list[Example]]:
     name = str(path)
 
     def report(line: int, field_name: str, message: str) -> None:
@@ -142,11 +151,13 @@ def _read_file(path: Path, problems: list[Problem]) -> tuple[FileSummary, list[E
     for line, record in _records(path, raw, report):
         records += 1
         try:
+            if mapping is not None:
+                record = apply_mapping(record, mapping, f"{path.name}:{line}")
             shape, made = examples_from_record(record, f"{path.name}:{line}", f"{name}:{line}")
         except BadField as bad:
             report(line, bad.field, bad.message)
             continue
-        shapes[shape] += 1
+        shapes["mapping" if mapping is not None else shape] += 1
         examples.extend(made)
     summary = FileSummary(name, hashlib.sha256(raw).hexdigest(), records, len(examples), dict(shapes))
     return summary, examples

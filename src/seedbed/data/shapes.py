@@ -5,7 +5,7 @@ whose keys are all present, so that an empty answer is reported as empty rather 
 
 | shape           | keys                               | becomes                                          |
 |-----------------|------------------------------------|--------------------------------------------------|
-| `openai_chat`   | `messages` [{role, content}]       | the messages, as {role, content}                 |
+| `openai_chat`   | `messages` [{role, content}]       | the messages, as {role, content}; category kept  |
 | `sharegpt`      | `conversations` [{from, value}]    | human/user -> user, gpt/assistant, system        |
 | `self_instruct` | `instruction`, `instances`         | one example per instance {input, output}         |
 | `dolly`         | `instruction`, `response`          | user: instruction + context; category kept       |
@@ -14,6 +14,8 @@ whose keys are all present, so that an empty answer is reported as empty rather 
 | `text`          | `text`                             | raw text, trained on whole                       |
 
 Required text must be a non-empty string; it is checked, never stripped or otherwise changed.
+
+A recipe's `mapping` reads records of any other shape by naming their fields (`mapping.py`).
 """
 
 from __future__ import annotations
@@ -52,23 +54,25 @@ def examples_from_record(record: Any, default_id: str, source: str) -> tuple[str
     ('gsm8k', 'f.jsonl:1', {'role': 'assistant', 'content': '2+3=<<2+3=5>>5 #### 5'})
     """
     shape = record_shape(record)
-    base_id = _record_id(record, default_id)
+    base_id = record_id(record, default_id)
     if shape == "text":
         return shape, [Example(base_id, source, messages=[], text=_text(record, "text"))]
     if shape == "self_instruct":
         return shape, [Example(f"{base_id}#{k}", source, chat) for k, chat in enumerate(_self_instruct(record))]
-    category = (_optional_text(record, "category") or None) if shape == "dolly" else None
+    # Dolly records have a category; so do chat records a mapping made (`seedbed.data.mapping`).
+    category = (_optional_text(record, "category") or None) if shape in ("dolly", "openai_chat") else None
     converters = {"openai_chat": _openai_chat, "sharegpt": _sharegpt, "dolly": _dolly, "alpaca": _alpaca,
                   "gsm8k": _gsm8k}
     return shape, [Example(base_id, source, converters[shape](record), category=category)]
 
 
-def _absent(value: Any) -> bool:
+def is_absent(value: Any) -> bool:
     """Missing as far as shapes go: CSV and Parquet give None or NaN for cells that a record does not have."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in words, for error messages: "text", "a number", "a list", ..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -79,8 +83,8 @@ def _kind(value: Any) -> str:
 
 def record_shape(record: Any) -> str:
     if not isinstance(record, dict):
-        raise BadField("-", f"expected a record (a JSON object), got {_kind(record)}")
-    present = {k for k, v in record.items() if not _absent(v)}
+        raise BadField("-", f"expected a record (a JSON object), got {kind_of(record)}")
+    present = {k for k, v in record.items() if not is_absent(v)}
     # Keys with something in them decide first: a CSV or Parquet table holding several shapes has empty cells in
     # the columns of the others. Only then do empty values count, so that an empty answer is named as such.
     filled = {k for k in present if not (isinstance(record[k], str) and not record[k].strip())}
@@ -97,22 +101,23 @@ def record_shape(record: Any) -> str:
     raise BadField("-", f"no known record shape for keys {sorted(present)}; accepted shapes are {accepted}")
 
 
-def _record_id(record: dict, default: str) -> str:
+def record_id(record: dict, default: str) -> str:
+    """The record's own `id` (text or an integer), or `default` (the file's name and line) when it has none."""
     value = record.get("id")
-    if _absent(value) or value == "":
+    if is_absent(value) or value == "":
         return default
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise BadField("id", f"expected text or an integer, got {_kind(value)}")
+        raise BadField("id", f"expected text or an integer, got {kind_of(value)}")
     return str(value)
 
 
 def _text(mapping: dict, key: str, name: str | None = None) -> str:
     """A required text field, returned as is (checks strip; the text itself is never normalised)."""
     value = mapping.get(key)
-    if _absent(value):
+    if is_absent(value):
         raise BadField(name or key, "missing")
     if not isinstance(value, str):
-        raise BadField(name or key, f"expected text, got {_kind(value)}")
+        raise BadField(name or key, f"expected text, got {kind_of(value)}")
     if not value.strip():
         raise BadField(name or key, "empty")
     return value
@@ -120,10 +125,10 @@ def _text(mapping: dict, key: str, name: str | None = None) -> str:
 
 def _optional_text(mapping: dict, key: str, name: str | None = None) -> str:
     value = mapping.get(key)
-    if _absent(value):
+    if is_absent(value):
         return ""
     if not isinstance(value, str):
-        raise BadField(name or key, f"expected text, got {_kind(value)}")
+        raise BadField(name or key, f"expected text, got {kind_of(value)}")
     return value if value.strip() else ""
 
 
@@ -155,7 +160,7 @@ def _self_instruct(record: dict) -> list[list[dict[str, str]]]:
     for k, instance in enumerate(instances):
         name = f"instances[{k}]"
         if not isinstance(instance, dict):
-            raise BadField(name, f"expected an object with input and output, got {_kind(instance)}")
+            raise BadField(name, f"expected an object with input and output, got {kind_of(instance)}")
         prompt = _joined(instruction, _optional_text(instance, "input", f"{name}.input"))
         chats.append(_turns(prompt, _text(instance, "output", f"{name}.output")))
     return chats
@@ -164,7 +169,7 @@ def _self_instruct(record: dict) -> list[list[dict[str, str]]]:
 def _list(record: dict, key: str) -> list:
     value = record[key]
     if not isinstance(value, list):
-        raise BadField(key, f"expected a list, got {_kind(value)}")
+        raise BadField(key, f"expected a list, got {kind_of(value)}")
     if not value:
         raise BadField(key, "empty list")
     return value
@@ -174,7 +179,7 @@ def _openai_chat(record: dict) -> list[dict[str, str]]:
     messages = []
     for i, message in enumerate(_list(record, "messages")):
         if not isinstance(message, dict):
-            raise BadField(f"messages[{i}]", f"expected an object with role and content, got {_kind(message)}")
+            raise BadField(f"messages[{i}]", f"expected an object with role and content, got {kind_of(message)}")
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise BadField(f"messages[{i}].role", f"{role!r} is not one of {', '.join(ROLES)}")
@@ -183,19 +188,19 @@ def _openai_chat(record: dict) -> list[dict[str, str]]:
 
 
 def _content(content: Any, name: str) -> str:
-    if _absent(content):
+    if is_absent(content):
         return ""  # OpenAI allows null content on an assistant turn that only calls tools
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise BadField(name, f"expected text or a list of text parts, got {_kind(content)}")
+        raise BadField(name, f"expected text or a list of text parts, got {kind_of(content)}")
     texts = []
     for j, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") != "text":
-            kind = f"a {part.get('type')!r} part" if isinstance(part, dict) else _kind(part)
+            kind = f"a {part.get('type')!r} part" if isinstance(part, dict) else kind_of(part)
             raise BadField(f"{name}[{j}]", f"only text parts can be trained on, got {kind}")
         if not isinstance(part.get("text"), str):
-            raise BadField(f"{name}[{j}].text", f"expected text, got {_kind(part.get('text'))}")
+            raise BadField(f"{name}[{j}].text", f"expected text, got {kind_of(part.get('text'))}")
         texts.append(part["text"])
     return "\n".join(texts)  # joined by newlines, as vLLM's OpenAI server joins text parts
 
@@ -204,13 +209,13 @@ def _sharegpt(record: dict) -> list[dict[str, str]]:
     messages = []
     for i, turn in enumerate(_list(record, "conversations")):
         if not isinstance(turn, dict):
-            raise BadField(f"conversations[{i}]", f"expected an object with from and value, got {_kind(turn)}")
+            raise BadField(f"conversations[{i}]", f"expected an object with from and value, got {kind_of(turn)}")
         speaker = turn.get("from")
         if not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:
             raise BadField(f"conversations[{i}].from", f"{speaker!r} is not one of {', '.join(SHAREGPT_ROLES)}")
         value = turn.get("value")
         if not isinstance(value, str):
-            raise BadField(f"conversations[{i}].value", f"expected text, got {_kind(value)}")
+            raise BadField(f"conversations[{i}].value", f"expected text, got {kind_of(value)}")
         messages.append({"role": SHAREGPT_ROLES[speaker], "content": value})
     return _with_answer(messages, "conversations")
 

@@ -31,6 +31,10 @@ class Backend(Protocol):
         """Decode each request to its end: `request.emit(piece)` as its text becomes safe to show, then
         `request.end(reason)`; a request whose `cancelled` turns true ends at its next step."""
 
+    def compile_schema(self, schema: dict) -> object:
+        """Compile (once; cached) a JSON schema that requests' `json_schema` will constrain decoding to; a
+        `stops.SchemaError` if this backend cannot use it. `decode` compiles on first use too."""
+
     def heldout_loss(self, examples: list, max_length: int = 1024, batch_size: int = 8) -> dict:
         """Mean cross-entropy and perplexity over the examples' answer tokens."""
 

@@ -30,15 +30,26 @@ def generate(backend: Backend, prompts: list[str], sampling: Sampling, batch_siz
     >>> generate(backend, [render_prompt(backend.tokenizer, [{"role": "user", "content": "Hi"}])], Sampling(greedy=True))  # doctest: +SKIP
     ['Hello! How can I help you today?']
     """
-    texts: list[str] = []
+    return [r.text for r in generate_requests(backend, prompts, sampling, batch_size, progress)]
+
+
+def generate_requests(backend: Backend, prompts: list[str], sampling: Sampling, batch_size: int = 8,
+                      progress: Callable[[int], None] | None = None) -> list[Request]:
+    """`generate`, returning the finished requests: each with its `text`, `finish_reason` ("stop": an end of
+    turn or a stop string; "length": max_new_tokens or the context ran out) and `completion_tokens`.
+
+    >>> [(r.finish_reason, r.completion_tokens) for r in generate_requests(backend, prompts, Sampling(greedy=True))]  # doctest: +SKIP
+    [('stop', 9), ('length', 256)]
+    """
+    done: list[Request] = []
     step = max(1, min(batch_size, backend.max_batch))
     for start in range(0, len(prompts), step):
         requests = [request_for(backend, p, sampling) for p in prompts[start : start + step]]
         backend.decode(requests)
-        texts += [r.text for r in requests]
+        done += requests
         if progress:
-            progress(len(texts))
-    return texts
+            progress(len(done))
+    return done
 
 
 def stream(backend: Backend, prompt: str, sampling: Sampling) -> Iterator[str]:

@@ -5,20 +5,28 @@ finishes or is cancelled leaves the batch at once (its KV-cache row is dropped),
 short ones back. We write the loop ourselves because `model.generate` cannot stream a batch or end one row early;
 the forward pass, KV cache and sampling maths are transformers' and torch's. `generate`, `eval` and `serve` all
 decode here, so one seed gives one answer everywhere.
+
+A request with a JSON schema is decoded under llguidance's constraint: before sampling, its row's logits are
+masked to the tokens the schema allows next; the sampled token advances the row's matcher; the row ends ("stop")
+when the JSON is complete. Rows with and without a schema share a batch. The schema is compiled once per backend
+(`compile_schema`, cached) and each request gets a copy of the compiled matcher.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 
-from seedbed.chat import Example, tokenize_example
+from seedbed.chat import Example, end_of_turn_token_ids, tokenize_example
 from seedbed.inference.request import Request
-from seedbed.inference.stops import TextTracker
+from seedbed.inference.stops import SchemaError, TextTracker, check_schema, schema_key
 
 IGNORE = -100  # label for tokens that are not scored, as in transformers' loss functions
+SCHEMAS_KEPT = 64  # compiled JSON schemas cached per backend (least recently used dropped first)
 
 
 class TorchBackend:
@@ -36,6 +44,11 @@ class TorchBackend:
         eos = model.generation_config.eos_token_id
         self.eos_ids = set([] if eos is None else [eos] if isinstance(eos, int) else eos)
         self.max_context = getattr(model.config, "max_position_embeddings", 2048)
+        # llguidance's masks cover every token of the logits (the model's vocabulary) and of the tokenizer
+        self.mask_width = max(model.config.get_text_config().vocab_size, len(tokenizer))
+        self.guidance_tokenizer = None  # llguidance's view of the tokenizer, built with the first schema
+        self.compiled: OrderedDict[str, object] = OrderedDict()  # schema_key -> a pristine llguidance matcher
+        self.compile_lock = threading.Lock()  # the server compiles in its event loop's threads, decode in its worker
 
     @classmethod
     def load(cls, name: str) -> "TorchBackend":
@@ -59,6 +72,8 @@ class TorchBackend:
             [longest - len(r.prompt_ids) for r in batch], device=device)[:, None]).long()  # (batch, seq); 0 = padding
         generators = [torch.Generator(device=device).manual_seed(r.seed) if r.seed is not None else None for r in batch]
         trackers = [TextTracker(self.tokenizer, self.eos_ids, r.stop, r.stop_when) for r in batch]
+        constraints = [None if r.json_schema is None else JsonConstraint(self.compile_schema(r.json_schema), t.end_ids,
+                                                                     self.mask_width) for r, t in zip(batch, trackers)]
         live = list(range(len(batch)))  # indices into `batch` of rows still in the cache, in cache order
         cache = None
         step_ids, step_mask = ids, mask
@@ -68,10 +83,13 @@ class TorchBackend:
                              past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
             logits = out.logits[:, -1, :].float()  # (live, vocab)
+            constrained = [row for row, i in enumerate(live) if constraints[i] is not None]
+            if constrained:
+                mask_logits(logits, constrained, [constraints[live[row]] for row in constrained])
             next_ids, keep = [], []
             for row, i in enumerate(live):
                 token = sample(logits[row], batch[i].temperature, batch[i].top_p, generators[i])
-                if not self.advance(batch[i], trackers[i], token):
+                if not self.advance(batch[i], trackers[i], token, constraints[i]):
                     keep.append(row)
                     next_ids.append(token)
             if len(keep) < len(live):
@@ -84,14 +102,15 @@ class TorchBackend:
             step_ids = torch.tensor(next_ids, device=device)[:, None]
             step_mask = torch.cat([step_mask, torch.ones_like(step_ids)], dim=1)
 
-    def advance(self, r: Request, tracker: TextTracker, token: int) -> bool:
+    def advance(self, r: Request, tracker: TextTracker, token: int, constraint: "JsonConstraint | None" = None) -> bool:
         """Give one row its new token; return True (after ending the request) if the row is done."""
         if r.cancelled:
             r.end("cancelled")
             return True
         r.completion_tokens += 1
         at_limit = r.completion_tokens >= r.max_tokens or len(r.prompt_ids) + r.completion_tokens >= self.max_context
-        piece, finish = tracker.push(token, at_limit)
+        complete = constraint is not None and constraint.accept(token)
+        piece, finish = tracker.push(token, at_limit, complete)
         if piece:
             r.emit(piece)
         if finish:
@@ -99,10 +118,77 @@ class TorchBackend:
             return True
         return False
 
+    def compile_schema(self, schema: dict):
+        """llguidance's matcher for `schema`, compiled once per schema (cached); a `SchemaError` if it cannot be.
+
+        The first call builds llguidance's view of the tokenizer (seconds for Gemma's 262k tokens; once). JSON is
+        compact (no whitespace between tokens) unless the schema's `x-guidance` asks otherwise: a model cannot pad
+        its answer with endless whitespace.
+        """
+        key = schema_key(schema)
+        with self.compile_lock:
+            if key in self.compiled:
+                self.compiled.move_to_end(key)
+                return self.compiled[key]
+            from llguidance import LLMatcher
+
+            check_schema(schema, "the JSON schema")
+            grammar = LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+            matcher = LLMatcher(self.guidance_view(), grammar, log_level=0)
+            if matcher.is_error():
+                raise SchemaError(f"the JSON schema cannot constrain this model's tokens: {matcher.get_error()}")
+            self.compiled[key] = matcher
+            while len(self.compiled) > SCHEMAS_KEPT:
+                self.compiled.popitem(last=False)
+            return matcher
+
+    def guidance_view(self):
+        """llguidance's tokenizer for this model: token bytes from the Hugging Face tokenizer, the end ids as EOS."""
+        if self.guidance_tokenizer is None:
+            import llguidance.hf
+
+            ends = sorted(self.eos_ids | set(end_of_turn_token_ids(self.tokenizer)))
+            try:
+                self.guidance_tokenizer = llguidance.hf.from_tokenizer(
+                    self.tokenizer, n_vocab=self.mask_width, eos_token=ends)
+            except ValueError as e:  # a slow (Python-only) tokenizer
+                raise SchemaError(f"{self.name or 'this model'}: JSON schemas need a fast tokenizer: {e}") from None
+        return self.guidance_tokenizer
+
     # --- scoring ------------------------------------------------------------------------------------------
 
     def heldout_loss(self, examples: list[Example], max_length: int = 1024, batch_size: int = 8) -> dict:
         return heldout_loss(self.model, self.tokenizer, examples, max_length, batch_size)
+
+
+class JsonConstraint:
+    """One row's JSON-schema constraint: a copy of the compiled llguidance matcher, advanced token by token."""
+
+    def __init__(self, compiled, end_ids: set[int], width: int):
+        self.matcher, self.width = compiled.deep_copy(), width  # width: the tokens llguidance's masks cover
+        self.end_ids = frozenset(end_ids)  # the row's end-of-turn ids: allowed once the JSON is complete
+
+    def accept(self, token: int) -> bool:
+        """Advance past the sampled `token`; True when the JSON is complete and nothing but the end may follow."""
+        if token in self.end_ids:
+            return True  # only allowed once the JSON is complete; the row's tracker ends it
+        if not self.matcher.consume_token(token):
+            raise RuntimeError(f"llguidance refused token {token} its own mask allowed: {self.matcher.get_error()}")
+        return self.matcher.is_stopped()
+
+
+def mask_logits(logits: torch.Tensor, rows: list[int], constraints: list[JsonConstraint]) -> None:
+    """In each row of `logits` (live, vocab) named in `rows`, set every token its constraint forbids to -inf."""
+    import numpy as np
+
+    vocab = logits.shape[-1]
+    words = np.empty((len(rows), (constraints[0].width + 31) // 32), dtype=np.uint32)  # bit j of word w: token 32w+j
+    for k, (row, constraint) in enumerate(zip(rows, constraints)):
+        constraint.matcher.unsafe_compute_mask_ptr(words[k].ctypes.data, words.shape[1] * 4)
+        forbidden = np.unpackbits(words[k].view(np.uint8), bitorder="little")[:vocab] == 0
+        if constraint.matcher.is_accepting():  # the JSON may end here: so may the row
+            forbidden[[t for t in constraint.end_ids if t < vocab]] = False
+        logits[row].masked_fill_(torch.from_numpy(forbidden).to(logits.device), float("-inf"))
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -> int:
@@ -142,11 +228,15 @@ def heldout_loss(model, tokenizer, examples: list[Example], max_length: int = 10
             attention = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
             labels = torch.tensor([[t if m else IGNORE for t, m in zip(r["input_ids"], r["assistant_masks"])]
                                    + [IGNORE] * (width - len(r["input_ids"])) for r in batch])
-            logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits
-            # Position t predicts token t+1.  logits: (batch, seq, vocab)
+            # Position t predicts token t+1. Logits only where some row scores (answers): the output layer is most
+            # of a small model's cost (Gemma 3 270M: 640 x 262,144), and prompt positions carry no loss.
             targets = labels[:, 1:].to(model.device)
-            scored = targets != IGNORE  # (batch, seq-1); indexing copies only the scored rows of the logits
-            total += F.cross_entropy(logits[:, :-1][scored].float(), targets[scored], reduction="sum").item()
+            keep = (targets != IGNORE).any(dim=0).nonzero().flatten()
+            logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device),
+                           logits_to_keep=keep).logits  # (batch, kept, vocab)
+            targets = targets[:, keep]
+            scored = targets != IGNORE  # indexing copies only the scored rows of the logits
+            total += F.cross_entropy(logits[scored].float(), targets[scored], reduction="sum").item()
             tokens += int(scored.sum())
     model.train(was_training)
     loss = total / tokens if tokens else math.nan

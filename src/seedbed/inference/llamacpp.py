@@ -9,28 +9,43 @@ tokenizer, exactly as in the torch path, and the token ids are handed to llama.c
 same vocabulary), so both engines see the same tokens. Stopping is the torch backend's: the same
 `seedbed.inference.stops.TextTracker` decides where a row ends and what of it is safe to show.
 
+A request with a JSON schema decodes under llama.cpp's own grammar: the schema becomes a GBNF grammar
+(llama-cpp-python's `LlamaGrammar.from_json_schema`, compiled once per schema and cached) and a `GrammarGate`
+consults llama.cpp's grammar sampler for each token, lazily (see there: checking all 262k tokens of Gemma's
+vocabulary every step would cost more than the model's own step). Once the JSON is complete, the grammar allows
+only end-of-generation tokens, and the row ends there.
+
 llama-cpp-python is an optional extra that compiles llama.cpp on install; `LlamaCppMissing` says how to get it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import json
 import math
 import os
+import threading
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 from seedbed.atomic import atomic_dir
 from seedbed.chat import Example, end_of_turn_token_ids, ensure_chat_template, tokenize_example
 from seedbed.errors import ModelLoadError
 from seedbed.inference.request import Request
-from seedbed.inference.stops import TextTracker
+from seedbed.inference.stops import SchemaError, TextTracker, check_schema, schema_key
 from seedbed.models import embedded_gguf, seedbed_home
 
 INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install \'seedbed[llamacpp]\''
 DEFAULT_CONTEXT = 8192  # tokens of KV cache: serve's default prompt limit (4096) plus its longest answer, with room
 LOSS_CHUNK = 128  # tokens per decode when scoring: bounds the logits buffer (chunk x vocab floats; 128 MB for Gemma)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+SCHEMAS_KEPT = 64  # compiled JSON-schema grammars cached per backend (least recently used dropped first)
+# llama-cpp-python 0.3.36's converter lets a JSON string hold raw control characters, which JSON forbids (a random
+# model writes them); upstream llama.cpp's converter excludes them as here.
+STRING_CHAR_FIX = (r'char ::= [^"\\] |', r'char ::= [^"\\\x7F\x00-\x1F] |')
+SHORTLIST = 1024  # likeliest tokens a grammar checks before it checks them all (see GrammarGate)
 
 
 class LlamaCppMissing(ModelLoadError):
@@ -122,7 +137,7 @@ class LlamaCppBackend:
     def __init__(self, name: str, n_threads: int | None = None, n_ctx: int = DEFAULT_CONTEXT):
         self.name = name
         self.path = find_gguf(name)  # before the import: a wrong path is worth knowing without installing anything
-        llama_cpp = require_llama_cpp()
+        self.llama_cpp = llama_cpp = require_llama_cpp()
         threads = n_threads or os.cpu_count() or 1
         try:
             self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=threads,
@@ -137,6 +152,8 @@ class LlamaCppBackend:
         self.eos_ids = set(end_of_turn_token_ids(self.tokenizer))
         self.max_context = min(self.llm.n_ctx(), self.llm._model.n_ctx_train())
         self.default_seed = llama_cpp.LLAMA_DEFAULT_SEED  # llama.cpp draws a random seed for this one
+        self.grammars: OrderedDict[str, object] = OrderedDict()  # schema_key -> LlamaGrammar
+        self.compile_lock = threading.Lock()  # the server compiles in its event loop's threads, decode in its worker
 
     # --- decoding -----------------------------------------------------------------------------------------
 
@@ -148,7 +165,7 @@ class LlamaCppBackend:
     def decode_one(self, r: Request) -> None:
         """Greedy at temperature 0; otherwise temperature and top-p (nucleus) sampling with no top-k, as the torch
         backend samples. Ends at an end-of-turn token, a stop string, `r.stop_when`, `r.max_tokens`, the context
-        size, or when `r.cancelled` turns true.
+        size, when `r.cancelled` turns true, or (under `r.json_schema`) once the JSON is complete.
         """
         limit = min(r.max_tokens, self.max_context - len(r.prompt_ids))
         if limit <= 0:
@@ -156,22 +173,65 @@ class LlamaCppBackend:
             return
         # llama.cpp seeds are 32-bit and 0xFFFFFFFF means "draw one"; the API accepts any 64-bit integer.
         self.llm.set_seed(r.seed % 0xFFFFFFFF if r.seed is not None else self.default_seed)
+        gate = None
+        if r.json_schema is not None:
+            gate = GrammarGate(self.llama_cpp, self.llm._model.vocab, self.compile_schema(r.json_schema),
+                               r.temperature, r.top_p, r.seed)
         self.clear_cache()
         tracker = TextTracker(self.tokenizer, self.eos_ids, r.stop, r.stop_when)
-        # top_k 0, min_p 0, typical_p 1 and repeat_penalty 1 switch off llama.cpp's other samplers.
-        for token in self.llm.generate(r.prompt_ids, temp=max(r.temperature, 0.0), top_p=r.top_p, top_k=0,
-                                       min_p=0.0, typical_p=1.0, repeat_penalty=1.0, reset=True):
-            if r.cancelled:
-                r.end("cancelled")
-                return
-            r.completion_tokens += 1
-            piece, finish = tracker.push(token, at_limit=r.completion_tokens >= limit)
-            if piece:
-                r.emit(piece)
-            if finish:
-                r.end(finish)
-                return
-        r.end("stop")  # llama.cpp ended the sequence itself
+        vocab = self.llm._model.vocab
+        try:
+            # top_k 0, min_p 0, typical_p 1 and repeat_penalty 1 switch off llama.cpp's other samplers.
+            for token in self.llm.generate(r.prompt_ids, temp=max(r.temperature, 0.0), top_p=r.top_p, top_k=0,
+                                           min_p=0.0, typical_p=1.0, repeat_penalty=1.0, reset=True,
+                                           logits_processor=None if gate is None else [gate]):
+                if r.cancelled:
+                    r.end("cancelled")
+                    return
+                r.completion_tokens += 1
+                # Under a grammar an end-of-generation token is allowed only once the JSON is complete: the row
+                # ends there even if the tokenizer does not name that token an end of turn.
+                complete = gate is not None and self.llama_cpp.llama_vocab_is_eog(vocab, token)
+                piece, finish = tracker.push(token, at_limit=r.completion_tokens >= limit, complete=complete)
+                if piece:
+                    r.emit(piece)
+                if finish:
+                    r.end(finish)
+                    return
+            r.end("stop")  # llama.cpp ended the sequence itself
+        finally:
+            if gate is not None:
+                gate.close()
+
+    def compile_schema(self, schema: dict):
+        """llama.cpp's grammar for `schema` (a `LlamaGrammar`), compiled once per schema and cached; a
+        `SchemaError` if llama.cpp cannot turn it into a grammar.
+
+        >>> backend.compile_schema({"type": "object"})  # doctest: +SKIP
+        """
+        key = schema_key(schema)
+        with self.compile_lock:
+            if key in self.grammars:
+                self.grammars.move_to_end(key)
+                return self.grammars[key]
+            check_schema(schema, "the JSON schema")
+            from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+            try:
+                gbnf = json_schema_to_gbnf(json.dumps(anchored(schema)))  # what LlamaGrammar.from_json_schema does
+            except Exception as e:  # the converter asserts on what it does not support
+                raise SchemaError(f"the JSON schema cannot be turned into a llama.cpp grammar: {e}") from None
+            grammar = LlamaGrammar.from_string(gbnf.replace(*STRING_CHAR_FIX), verbose=False)
+            # Parse it once here: a grammar llama.cpp rejects would otherwise fail in the middle of a decode.
+            sampler = self.llama_cpp.llama_sampler_init_grammar(
+                self.llm._model.vocab, grammar._grammar.encode(), grammar._root.encode())
+            if not sampler:
+                raise SchemaError("the JSON schema's llama.cpp grammar does not parse")
+            self.llama_cpp.llama_sampler_free(sampler)
+            self.grammars[key] = grammar
+            while len(self.grammars) > SCHEMAS_KEPT:
+                self.grammars.popitem(last=False)
+            return grammar
 
     # --- scoring ------------------------------------------------------------------------------------------
 
@@ -224,3 +284,103 @@ class LlamaCppBackend:
     def clear_cache(self) -> None:
         self.llm._ctx.kv_cache_clear()
         self.llm.reset()  # n_tokens = 0: llama-cpp-python finds no cached prefix to reuse
+
+
+def anchored(schema):
+    """`schema` with every `pattern` anchored (`^(...)$`), as llama.cpp's converter requires. A JSON-schema pattern
+    matches anywhere in the string; a string that matches it whole is still one the schema accepts."""
+    if isinstance(schema, list):
+        return [anchored(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: anchored(v) for k, v in schema.items()}
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str) and not (pattern.startswith("^") and pattern.endswith("$")):
+        core = pattern[1:] if pattern.startswith("^") else pattern
+        core = core[:-1] if core.endswith("$") and not core.endswith("\\$") else core
+        out["pattern"] = f"^({core})$"
+    return out
+
+
+class GrammarGate:
+    """One row's JSON grammar in llama.cpp, consulted lazily; llama-cpp-python calls it as a logits processor.
+
+    llama.cpp's grammar sampler checks a token by matching its text against the grammar's stacks; applied to all
+    262k tokens of Gemma's vocabulary it takes longer than the model's whole decode step. So, as llama.cpp's own
+    `common_sampler` does, the token the row would pick without the grammar is checked first; if the grammar
+    rejects it, the pick is made again among the allowed of the `SHORTLIST` likeliest tokens, and only if none of
+    them is allowed among all tokens. Greedy picks are exactly those of masking every step (the best allowed token
+    is in the shortlist whenever any allowed token is). A sampled pick is drawn from a generator seeded by the
+    request's seed; a draw the grammar accepts stands (which keeps the masked distribution), one it rejects is
+    redrawn from the masked distribution over the shortlist (the tail beyond it dropped, as top-k would). The
+    processor returns the logits with every other token at -inf, so llama.cpp's sampler chain takes the pick.
+    """
+
+    def __init__(self, llama_cpp, vocab, grammar, temperature: float, top_p: float, seed: int | None):
+        import numpy as np
+
+        self.lib, self.np = llama_cpp, np
+        self.sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar._grammar.encode(), grammar._root.encode())
+        if not self.sampler:
+            raise SchemaError("the JSON schema's llama.cpp grammar does not parse")
+        self.temperature, self.top_p = temperature, top_p
+        self.rng = np.random.default_rng(seed)
+        self.layout = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+        self.everything = None  # all token ids, made once the grammar first has to check them all
+        self.full_checks = 0  # steps that needed every token checked (the benchmark reports them)
+
+    def __call__(self, input_ids, logits):
+        token = self.pick(logits)
+        self.lib.llama_sampler_accept(self.sampler, token)
+        chosen = self.np.full_like(logits, -self.np.inf)
+        chosen[token] = 0.0
+        return chosen
+
+    def pick(self, logits) -> int:
+        """The row's next token: its unconstrained pick if the grammar allows it; else a pick among the allowed of
+        the `SHORTLIST` likeliest tokens; only if none of those is allowed, a pick among all allowed tokens."""
+        np = self.np
+        logits = np.asarray(logits, dtype=np.float32)
+        first = self.draw(logits)
+        if self.allowed(np.array([first], dtype=np.int32))[0]:
+            return first
+        likeliest = np.argpartition(-logits, SHORTLIST)[:SHORTLIST] if len(logits) > SHORTLIST else \
+            np.arange(len(logits), dtype=np.int32)
+        ok = self.allowed(likeliest.astype(np.int32))
+        if not ok.any():
+            self.full_checks += 1
+            likeliest = np.arange(len(logits), dtype=np.int32)
+            ok = self.allowed(likeliest)
+        masked = np.full_like(logits, -np.inf)
+        masked[likeliest[ok]] = logits[likeliest[ok]]
+        return self.draw(masked)
+
+    def allowed(self, ids):
+        """Which of token `ids` the grammar allows next (llama.cpp sets the logits of the others to -inf)."""
+        np = self.np
+        data = np.zeros(len(ids), dtype=self.layout)
+        data["id"] = ids
+        array = self.lib.llama_token_data_array(data.ctypes.data_as(self.lib.llama_token_data_p), len(ids), -1, False)
+        self.lib.llama_sampler_apply(self.sampler, ctypes.byref(array))
+        return np.isfinite(data["logit"])
+
+    def draw(self, logits) -> int:
+        """Greedy at temperature 0; else temperature and nucleus (top-p) sampling, as `hf.sample` does."""
+        np = self.np
+        if self.temperature <= 0:
+            return int(np.argmax(logits))
+        scaled = logits.astype(np.float64) / self.temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        if self.top_p < 1.0:
+            order = np.argsort(-probs, kind="stable")
+            sorted_probs = probs[order]
+            outside = np.cumsum(sorted_probs) - sorted_probs > self.top_p
+            probs[order[outside]] = 0.0
+            probs /= probs.sum()
+        return int(self.rng.choice(len(probs), p=probs))
+
+    def close(self) -> None:
+        if self.sampler:
+            self.lib.llama_sampler_free(self.sampler)
+            self.sampler = None

@@ -30,6 +30,7 @@ class Request:
     stop: list[str] = field(default_factory=list)  # complete list: the template's end-of-turn marker included
     seed: int | None = None
     stop_when: Callable[[str], bool] | None = None  # stop early when true of the text (the calculator's `<<EXPR=`)
+    json_schema: dict | None = None  # decode only JSON this schema accepts; ends ("stop") when the JSON is whole
     on_piece: Callable[[str], None] = _ignore
     on_end: Callable[[], None] = _ignore
     on_error: Callable[[BaseException], None] = _ignore  # the backend failed before the request ended
@@ -45,7 +46,7 @@ class Request:
         """A request for `prompt_ids` with `sampling`'s settings; stops include the template's end of turn."""
         return cls(prompt_ids, max_tokens=sampling.max_new_tokens,
                    temperature=0.0 if sampling.is_greedy else sampling.temperature, top_p=sampling.top_p,
-                   stop=stop_strings(tokenizer, sampling.stop), seed=sampling.seed)
+                   stop=stop_strings(tokenizer, sampling.stop), seed=sampling.seed, json_schema=sampling.json_schema)
 
     def emit(self, piece: str) -> None:
         self.text += piece

@@ -4,14 +4,27 @@ A decode loop hands each new token to a `TextTracker`; the tracker decodes the r
 the first stop string, and says what is safe to show now: never the end that may still become a stop string,
 nor half of a multi-byte character. Written once so that `generate`, `eval` and `serve` stop at the same place.
 No torch here: both backends import it.
+
+A sampling may carry a JSON schema (`--json-schema FILE`, the API's `response_format`): each backend then
+constrains its decoding to JSON that the schema accepts (`hf.py` with llguidance's token masks, `llamacpp.py` with
+llama.cpp's grammar), and the row ends with "stop" as soon as the JSON is complete.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-from seedbed.chat import end_of_turn_strings
+from seedbed.chat import end_of_turn_strings, single_token_ids
+from seedbed.errors import SeedbedError
+
+JSON_OBJECT = {"type": "object"}  # the schema of `response_format: {"type": "json_object"}`: any JSON object
+
+
+class SchemaError(SeedbedError, ValueError):
+    """A JSON schema that cannot constrain decoding; the message names where it came from and why."""
 
 
 @dataclass
@@ -24,15 +37,61 @@ class Sampling:
     greedy: bool = False
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    json_schema: dict | None = None  # answers are JSON this schema accepts (constrained decoding)
 
     @classmethod
     def from_recipe(cls, r) -> "Sampling":
-        """From a `GenerateRecipe` (or anything with its sampling fields)."""
-        return cls(r.max_new_tokens, r.temperature, r.top_p, r.greedy, list(r.stop), r.seed)
+        """From a `GenerateRecipe` (or anything with its sampling fields); `json_schema` is a file's path."""
+        return cls(r.max_new_tokens, r.temperature, r.top_p, r.greedy, list(r.stop), r.seed,
+                   cls.schema_from_file(r.json_schema))
+
+    @staticmethod
+    def schema_from_file(path: str | None) -> dict | None:
+        """The JSON schema in file `path` (None: no schema); a missing, malformed or unusable one is a
+        `SchemaError` naming the file."""
+        if path is None:
+            return None
+        try:
+            schema = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise SchemaError(f"{path}: no such JSON schema file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise SchemaError(f"{path}: cannot read the JSON schema: {e}") from None
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{path}: not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        return check_schema(schema, path)
 
     @property
     def is_greedy(self) -> bool:
         return self.greedy or self.temperature == 0
+
+
+def check_schema(schema, where: str) -> dict:
+    """`schema` if it is a JSON schema decoding can be constrained to; else a `SchemaError` naming `where`.
+
+    llguidance's compiler is the judge (no tokenizer needed, a millisecond): unknown types, broken `$ref`s, bad
+    regular expressions and unsatisfiable bounds are all caught here, for both engines, before any decoding.
+
+    >>> check_schema({"type": "object"}, "response_format")
+    {'type': 'object'}
+    """
+    if not isinstance(schema, dict):
+        raise SchemaError(f"{where}: a JSON schema is a JSON object, not {type(schema).__name__} "
+                          '(e.g. {"type": "object", "properties": {...}})')
+    from llguidance import LLMatcher
+
+    try:
+        problem = LLMatcher.validate_grammar(LLMatcher.grammar_from_json_schema(schema))
+    except ValueError as e:  # a schema that is not serialisable as JSON
+        problem = str(e)
+    if problem:
+        raise SchemaError(f"{where}: not a usable JSON schema: {problem.strip()}")
+    return schema
+
+
+def schema_key(schema: dict) -> str:
+    """One string per schema, whatever its key order: what compiled grammars are cached by."""
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 def stop_strings(tokenizer, stop: list[str]) -> list[str]:
@@ -71,8 +130,7 @@ def shown_length(text: str, stops: list[str], final: bool) -> int:
 def stop_token_ids(tokenizer, eos_ids, stops: list[str]) -> set[int]:
     """Ids that end a row at once: the model's end-of-turn ids, plus stop strings that are single tokens (a special
     token such as `<|im_end|>` vanishes from decoded text, so only its id can stop the row)."""
-    vocab = tokenizer.get_vocab()
-    return set(eos_ids) | {vocab[s] for s in stops if s in vocab}
+    return set(eos_ids) | set(single_token_ids(tokenizer, stops))
 
 
 class TextTracker:
@@ -89,16 +147,17 @@ class TextTracker:
         self.text = ""  # what has been shown so far
         self.finish_reason: str | None = None
 
-    def push(self, token: int, at_limit: bool) -> tuple[str, str | None]:
+    def push(self, token: int, at_limit: bool, complete: bool = False) -> tuple[str, str | None]:
         """Add one generated token; return the newly showable text and "stop" / "length" once the row is done.
 
         `at_limit`: this is the last token the row may have (its max_tokens or the context is reached).
+        `complete`: the answer is whole with this token (a JSON schema's constraint allows nothing after it).
         """
         self.tokens.append(token)
         at_end = token in self.end_ids
         text = self.tokenizer.decode(self.tokens[:-1] if at_end else self.tokens, skip_special_tokens=True)
         cut = cut_at_stop(text, self.stops)
-        stopped = at_end or len(cut) < len(text) or bool(self.stop_when and self.stop_when(cut))
+        stopped = complete or at_end or len(cut) < len(text) or bool(self.stop_when and self.stop_when(cut))
         done = stopped or at_limit
         safe = shown_length(cut, self.stops, final=done)
         piece = cut[len(self.text):safe] if safe > len(self.text) else ""

@@ -23,7 +23,7 @@ from seedbed.serve.grounding import ground
 from seedbed.serve.metrics import ServerMetrics
 from seedbed.serve.protocol import (
     APIError, Chunks, ServerConfig, complete_within_limits, count_tokens, find_engine, finish_reason, new_request,
-    sse_event, sse_response, usage,
+    response_schema, sse_event, sse_response, usage,
 )
 from seedbed.serve.tools import (
     messages_for_template, parse_tool_calls, run_tool_loop, tool_from_openai, tools_system_prompt,
@@ -66,14 +66,17 @@ def prompt_ids(engine: Engine, messages: list[dict]) -> list[int]:
     return engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool):
-    """Generate one assistant reply; with `calculator`, complete each `<<EXPR=` annotation exactly on the way."""
+async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool,
+                 json_schema: dict | None = None):
+    """Generate one assistant reply; with `calculator`, complete each `<<EXPR=` annotation exactly on the way; with
+    `json_schema`, the reply is JSON the schema accepts."""
     prompt = prompt_ids(engine, messages)
     text, total = "", None
     for _ in range(MAX_ANNOTATIONS + 1):
         ids = prompt + (engine.tokenizer(text, add_special_tokens=False)["input_ids"] if text else [])
         request = new_request(config, engine, ids, body, body.max_completion_tokens or body.max_tokens,
-                              stop_when=(lambda t: pending_annotation(text + t) is not None) if calculator else None)
+                              stop_when=(lambda t: pending_annotation(text + t) is not None) if calculator else None,
+                              json_schema=json_schema)
         if total is not None:
             request.max_tokens = max(1, request.max_tokens - total.completion_tokens)
         text += await complete_within_limits(engine, request, config, http)
@@ -105,11 +108,15 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
         except ToolError as e:
             raise APIError(400, str(e), param="tools") from None
     server_side = {t.name: config.tools[t.name] for t in declared if t.name in config.tools}
+    if declared and body.json_schema() is not None:  # a tool call is text the schema would not allow
+        raise APIError(400, "response_format json_object / json_schema cannot be combined with tools here; send "
+                       "one or the other", param="response_format")
+    json_schema = await response_schema(engine, body)
     chunks = Chunks("chat.completion.chunk", body.model)
 
     if not declared and body.stream:
         request = new_request(config, engine, prompt_ids(engine, messages), body,
-                              body.max_completion_tokens or body.max_tokens)
+                              body.max_completion_tokens or body.max_tokens, json_schema=json_schema)
         return sse_response(chat_stream(engine, request, body, metrics, citations, chunks))
 
     if declared:
@@ -117,7 +124,8 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
         content, calls = parse_tool_calls(text)
         calls = [c for c in calls if c.name not in server_side]  # server tools already ran; the rest are the client's
     else:
-        content, request = await answer(config, engine, messages, body, http, calculator=False)
+        content, request = await answer(config, engine, messages, body, http, calculator=False,
+                                        json_schema=json_schema)
         requests, calls = [request], []
     total = {k: sum(usage(r)[k] for r in requests) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
     for r in requests:

@@ -9,7 +9,7 @@ from fastapi import Request as HTTPRequest
 from seedbed.serve.metrics import ServerMetrics
 from seedbed.serve.protocol import (
     APIError, Chunks, ServerConfig, complete_within_limits, count_tokens, find_engine, finish_reason, new_request,
-    sse_event, sse_response, usage,
+    response_schema, sse_event, sse_response, usage,
 )
 from seedbed.serve.schemas import CompletionRequest
 
@@ -20,7 +20,7 @@ async def text_completion(config: ServerConfig, body: CompletionRequest, http: H
     if len(prompts) != 1:
         raise APIError(400, "only one prompt per request is supported", param="prompt")
     ids = engine.tokenizer(prompts[0], add_special_tokens=True)["input_ids"]
-    request = new_request(config, engine, ids, body, body.max_tokens)
+    request = new_request(config, engine, ids, body, body.max_tokens, json_schema=await response_schema(engine, body))
     prefix = prompts[0] if body.echo else ""
     chunks = Chunks("text_completion", body.model)
     if body.stream:

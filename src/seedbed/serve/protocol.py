@@ -16,6 +16,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import StreamingResponse
 
 from seedbed.inference.request import Request
+from seedbed.inference.stops import SchemaError, check_schema
 from seedbed.serve.engine import Engine
 from seedbed.serve.metrics import ServerMetrics
 
@@ -75,6 +76,22 @@ def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_
                        param="max_tokens")
     return Request(ids, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
                    stop=body.stop_list(), seed=body.seed, **extra)
+
+
+async def response_schema(engine: Engine, body) -> dict | None:
+    """The JSON schema of the body's `response_format` (None for text), compiled for the engine's backend now so
+    that a schema it cannot use is the caller's 400, naming `response_format`, before anything is queued."""
+    schema = body.json_schema()
+    if schema is None:
+        return None
+    try:
+        check_schema(schema, "response_format.json_schema.schema")
+        # Off the event loop: the first schema a torch model sees builds llguidance's view of its vocabulary.
+        await asyncio.to_thread(engine.backend.compile_schema, schema)
+    except SchemaError as e:
+        message = str(e) if str(e).startswith("response_format") else f"response_format: {e}"
+        raise APIError(400, message, param="response_format") from None
+    return schema
 
 
 async def complete_within_limits(engine: Engine, request: Request, config: ServerConfig,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from seedbed.inference.stops import JSON_OBJECT
 
 
 class Body(BaseModel):
@@ -24,6 +26,38 @@ class StreamOptions(Body):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(Body):
+    """`response_format.json_schema`: OpenAI's structured outputs. Decoding always keeps to the schema, so
+    `strict` is accepted and changes nothing."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # `schema` would shadow pydantic's own method
+    strict: bool | None = None
+
+
+class ResponseFormat(Body):
+    """`response_format`: plain text (the default), any JSON object, or JSON that a schema accepts."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError('type "json_schema" needs a json_schema: {"name": ..., "schema": {...}}')
+        return self
+
+    def json_schema_dict(self) -> dict | None:
+        """The JSON schema decoding keeps to; None for plain text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object" or self.json_schema.schema_ is None:
+            return JSON_OBJECT
+        return self.json_schema.schema_
+
+
 class Sampled(Body):
     """Sampling fields shared by chat and text completions; defaults are OpenAI's."""
 
@@ -36,9 +70,14 @@ class Sampled(Body):
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # torch generators take 64-bit seeds
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
     user: str | None = None
+    response_format: ResponseFormat | None = None
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def json_schema(self) -> dict | None:
+        """The JSON schema the answer must keep to (`response_format`), or None."""
+        return None if self.response_format is None else self.response_format.json_schema_dict()
 
 
 class ChatCompletionRequest(Sampled):

@@ -96,3 +96,14 @@ class StopAfter(TrainerCallback):
         if state.global_step >= self.steps:
             control.should_save = True
             control.should_training_stop = True
+
+
+class SaveRows(TrainerCallback):
+    """Save the template tokens' trainable rows (`seedbed.train.trainable_rows`) into each checkpoint: PEFT's
+    checkpoint holds the LoRA weights only, and a resumed run must continue with the same rows."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def on_save(self, args, state, control, **kwargs):
+        self.rows.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")

@@ -37,8 +37,8 @@ from seedbed.train import callbacks as cb
 from seedbed.train import lineage
 from seedbed.train.student import build_student, count_parameters, parse_preset
 from seedbed.train.trainer import (
-    CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, read_splits, resolve_precision,
-    run_metrics, save_model_dir, sft_config, start_or_resume,
+    CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, prepare_template_tokens, read_splits,
+    resolve_precision, run_metrics, save_model_dir, sft_config, start_or_resume,
 )
 
 TEACHER_ANSWERS = "teacher_answers.jsonl"
@@ -259,6 +259,8 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
     val_features, val_stats = build_features(tokenizer, val_examples, recipe.max_length)
     if not train_features:
         raise RecipeError("data: no training example has answer tokens left within max_length")
+    # Every student weight trains, so an under-trained turn marker is reported (and re-initialised), not frozen.
+    template = prepare_template_tokens(student, tokenizer, recipe, train_features, lora=False)
 
     config = sft_config(recipe, out, has_val=bool(val_features), resumed=resume_from is not None,
                         precision_flags=precision_flags, save_total_limit=2)  # finetune's default
@@ -292,6 +294,7 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
                 if "eval_kl" in h],
     }
     metrics["mode"], metrics["teacher"], metrics["student"] = recipe.mode, recipe.teacher, recipe.student
+    metrics["template_tokens"] = template
     metrics["cost"] = lineage.estimated_cost(metrics["wall_time_s"], None)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(out / "README.md", model_card(recipe, metrics, (out / "recipe.yaml").read_text()))
@@ -344,6 +347,7 @@ tokenizer (the teacher's).
 {rows}
 
 - **Validation loss:** {val_line}; **validation KL to the teacher:** {kl_line}
+- **Template tokens:** {lineage.template_tokens_line(metrics.get("template_tokens"))}
 - **Tokens seen:** {metrics['tokens_seen']:,} in {metrics['steps']} steps, {metrics['tokens_per_s']:,.0f} tokens/s
 - **Wall time:** {metrics['wall_time_s']:.0f} s; estimated cost ${metrics['cost']['usd']:.4f} ({metrics['cost']['basis']})
 

@@ -19,17 +19,18 @@ from pathlib import Path
 
 import torch
 
-from seedbed.atomic import atomic_write_text
+from seedbed.atomic import atomic_dir, atomic_write_text
 from seedbed.errors import RecipeError
-from seedbed.models import load_model
+from seedbed.models import checkpoint_dtype, load_model, resolve
 from seedbed.recipe import FinetuneRecipe, save_recipe
 from seedbed.train import callbacks as cb
 from seedbed.train import lineage
 from seedbed.train.tracking import mlflow_run
 from seedbed.train.trainer import (
-    CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, read_splits, resolve_precision,
-    run_metrics, save_model_dir, sft_config, start_or_resume,
+    CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, prepare_template_tokens, read_splits,
+    resolve_precision, run_metrics, save_model_dir, sft_config, start_or_resume,
 )
+from seedbed.train.trainable_rows import attach
 
 
 @dataclass
@@ -49,12 +50,14 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     torch.manual_seed(recipe.seed)
     data, train_examples, val_examples, not_sampled = read_splits(recipe)
 
-    dtype, precision_flags = resolve_precision(recipe.precision)
+    dtype, precision_flags = resolve_precision(recipe.precision, recipe.base)
     model, tokenizer = load_model(recipe.base, dtype=dtype)
     train_features, train_stats = build_features(tokenizer, train_examples, recipe.max_length)
     val_features, val_stats = build_features(tokenizer, val_examples, recipe.max_length)
     if not train_features:
         raise RecipeError("data: no training example has answer tokens left within max_length")
+    lora = recipe.method == "lora"
+    template = prepare_template_tokens(model, tokenizer, recipe, train_features, lora=lora)
 
     out.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe.model_copy(update={"resume": False}), out / "recipe.yaml", "finetune")
@@ -64,7 +67,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
         activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5's name for it
         save_total_limit=recipe.save_total_limit,
     )
-    peft_config = lora_config(recipe) if recipe.method == "lora" else None
+    peft_config = lora_config(recipe) if lora else None
     clock = cb.WallClock(resume_from)
     trainer = build_trainer(
         answer_only_trainer_class(), model=model, tokenizer=tokenizer, config=config, train_features=train_features,
@@ -72,6 +75,13 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
                                               *(callbacks or [])],
         peft_config=peft_config,
     )
+    # LoRA freezes the embedding: the template tokens' rows train as small corrections attached to the wrapped
+    # model (`seedbed.train.trainable_rows`; full fine-tuning trains every row already).
+    rows = attach(trainer.model, template["trained_ids"]) if lora else None
+    if rows is not None:
+        trainer.add_callback(cb.SaveRows(rows))
+        if resume_from is not None:
+            rows.load(resume_from)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     with mlflow_run(out, recipe) as run:
@@ -79,9 +89,20 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
         state = trainer.state
         if state.global_step < state.max_steps:  # stopped early (a callback asked): leave checkpoints to resume
             return FinetuneResult(out, {"stopped_at_step": state.global_step})
-        final = trainer.model.merge_and_unload() if recipe.method == "lora" else trainer.model
-        if recipe.method == "lora":
-            trainer.model.save_pretrained(out / "adapter")  # keep the adapter too: small, and mergeable elsewhere
+        if lora:
+            # Keep the adapter too (small, mergeable elsewhere), saved before merging: merge_and_unload takes the
+            # LoRA layers and trainable token rows out of the model, and an adapter saved after it is empty.
+            with atomic_dir(out / "adapter", replace=True) as slot:
+                trainer.model.save_pretrained(slot)
+                if rows is not None:
+                    rows.save(slot)  # the template tokens' rows, beside the LoRA weights
+        if rows is not None:
+            rows.merge()  # row + delta into the embedding (and the tied output head with it)
+        final = trainer.model.merge_and_unload() if lora else trainer.model
+        if lora and (native := checkpoint_dtype(resolve(recipe.base))) in (torch.bfloat16, torch.float16):
+            # Merged LoRA goes back to the precision its base was released in (as PEFT's merge into a bf16 base
+            # does): half the size, and it runs where and as fast as the base does (`models.inference_dtype`).
+            final.to(native)
         save_model_dir(final, tokenizer, out)
 
         metrics = run_metrics(
@@ -89,6 +110,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
             stats=(train_stats, val_stats), precision_flags=precision_flags,
             parameters={"trainable_parameters": trainable, "total_parameters": sum(p.numel() for p in final.parameters())},
         )
+        metrics["template_tokens"] = template
         metrics["cost"] = lineage.estimated_cost(metrics["wall_time_s"], recipe.cost_per_hour)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         card = lineage.model_card(

@@ -57,6 +57,22 @@ def estimated_cost(wall_time_s: float, cost_per_hour: float | None) -> dict:
     return {"usd": round(wall_time_s / 3600 * cost_per_hour, 4), "usd_per_hour": cost_per_hour, "basis": basis}
 
 
+def template_tokens_line(report: dict | None) -> str:
+    """The model card's line on the chat template's tokens (`seedbed.train.trainer.prepare_template_tokens`)."""
+    if not report or report["mode"] == "off":
+        return "not checked (`template_tokens: off`)"
+    checked = ", ".join(f"`{v['token']}`" for v in report["checked"]) or "none found"
+    if not report["under_trained"] and not report["trained"]:
+        return f"checked {checked}; none under-trained"
+    flagged = [v for v in report["checked"] if v["under_trained"]]
+    line = "; ".join(f"`{v['token']}` ({v['id']}) under-trained: {'; '.join(v['reasons'])}" for v in flagged)
+    if report["trained"]:
+        line += (". " if line else "") + f"Trained {', '.join(f'`{t}`' for t in report['trained'])} ({report['how']})"
+        if report["initialised_from_mean"]:
+            line += f"; {', '.join(f'`{t}`' for t in report['initialised_from_mean'])} started from the mean row"
+    return line
+
+
 def model_card(*, base: str, method: str, files: list, metrics: dict, recipe_yaml: str) -> str:
     """A model card (README.md) in Markdown that records where the model came from and what it cost."""
     rows = "\n".join(f"| `{f.path}` | `{f.sha256}` | {f.records} | {f.examples} |" for f in files)
@@ -91,6 +107,7 @@ Instruction-tuned ({method}) with `seedbed finetune`. Prompt it with the chat te
   validation, {ex['not_sampled']} left out by `max_records`; {ex['truncated']} truncated to max_length,
   {ex['dropped_no_answer']} dropped because truncation left no answer tokens.
 - **Validation loss:** {val_line}
+- **Template tokens:** {template_tokens_line(metrics.get("template_tokens"))}
 - **Tokens seen:** {metrics['tokens_seen']:,} in {metrics['steps']} steps, {metrics['tokens_per_s']:,.0f} tokens/s
 - **Wall time:** {metrics['wall_time_s']:.0f} s; peak memory {metrics['peak_memory_bytes'] / 2**30:.2f} GiB ({metrics['peak_memory_kind']})
 - **Hardware:** {hw_line}

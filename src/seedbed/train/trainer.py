@@ -23,9 +23,10 @@ from seedbed.atomic import atomic_path
 from seedbed.chat import tokenize_example
 from seedbed.data.readers import read_examples
 from seedbed.errors import RecipeError
-from seedbed.models import default_device, save_model
+from seedbed.models import checkpoint_dtype, default_device, inference_dtype, resolve, save_model
 from seedbed.recipe import TrainArgs, load_recipe
 from seedbed.train import lineage
+from seedbed.train import template_tokens as tt
 
 CHECKPOINTS = "checkpoints"
 
@@ -34,17 +35,28 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
     """Mean next-token cross-entropy over labelled (answer) tokens, computing logits only where it is needed.
 
     The output layer is most of the cost of a small model with a large vocabulary (Gemma 3 270M: 640 x 262,144),
-    and prompt tokens carry no loss, so we ask the model for logits only at positions whose next token is labelled.
+    and prompt tokens carry no loss, so the output layer sees only the hidden states of positions whose next token
+    is labelled. `logits_to_keep` alone can only keep the same positions in every row, and in a packed batch some
+    row has an answer at almost every position; a pre-hook on the output layer picks each row's own positions
+    (a third fewer logits on packed SNIPS), while the model's own logit post-processing (Gemma's soft-capping,
+    scaling) still applies after it.
     """
     labels = inputs.pop("labels")
     next_labels = labels[:, 1:]  # (batch, seq - 1): the token each position must predict
     keep = (next_labels != -100).any(dim=0).nonzero().flatten()  # positions labelled in any row
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (batch, kept, vocab)
-    targets = next_labels[:, keep]
-    loss = torch.nn.functional.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
-    )
-    count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+    targets = next_labels[:, keep]  # (batch, kept)
+    scored = targets != -100
+
+    def only_scored(module, args):
+        return (args[0][scored][None],)  # (batch, kept, hidden) -> (1, scored, hidden)
+
+    hook = model.get_output_embeddings().register_forward_pre_hook(only_scored)
+    try:
+        logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (1, scored, vocab)
+    finally:
+        hook.remove()
+    loss = torch.nn.functional.cross_entropy(logits[0].float(), targets[scored], reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else scored.sum()
     return loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
 
 
@@ -63,6 +75,49 @@ def build_features(tokenizer, examples, max_length: int) -> tuple[list[dict], di
     return features, {"truncated": truncated, "dropped_no_answer": len(no_answer), "dropped_ids": no_answer[:100]}
 
 
+def prepare_template_tokens(model, tokenizer, recipe: TrainArgs, train_features: list[dict], *, lora: bool) -> dict:
+    """Check the rows of the chat template's tokens before training and make the under-trained ones learnable.
+
+    auto: the under-trained ones; always: every template token; off: nothing, as before. Only tokens the training
+    data contains are trained (a row with no example to learn from would only be pushed down). With `lora` the
+    caller attaches `report["trained_ids"]` as trainable rows (`seedbed.train.trainable_rows`); in full
+    fine-tuning every row trains already. With `template_tokens_init: mean`, under-trained rows start from the mean
+    ordinary row (`tt.init_from_mean`). Prints one line when a token is under-trained; returns the report that
+    metrics.json and the model card carry.
+    """
+    if recipe.template_tokens == "off":
+        return {"mode": "off", "checked": [], "under_trained": [], "trained": [], "trained_ids": []}
+    verdicts = tt.check_model(model, tokenizer)
+    present = {t for f in train_features for t in f["input_ids"]}
+    flagged = [v for v in verdicts if v.under_trained]
+    chosen = [v for v in (verdicts if recipe.template_tokens == "always" else flagged) if v.id in present]
+    initialised = [v for v in flagged if v.id in present] if recipe.template_tokens_init == "mean" else []
+    if initialised:
+        tt.init_from_mean(model, tokenizer, [v.id for v in initialised], recipe.seed)
+    how = ("LoRA: their rows train as small corrections beside the adapters" if lora
+           else "full fine-tuning: their rows train with the rest")
+    report = {
+        "mode": recipe.template_tokens, "init": recipe.template_tokens_init,
+        "checked": [v.as_dict() for v in verdicts],
+        "under_trained": [v.text for v in flagged],
+        "trained": [v.text for v in chosen], "trained_ids": [v.id for v in chosen],
+        "initialised_from_mean": [v.text for v in initialised],
+        "how": how if chosen else "none trained",
+    }
+    if flagged or chosen:
+        from rich.console import Console
+
+        line = (f"Template tokens under-trained: {'; '.join(v.describe() for v in flagged)}." if flagged
+                else "Template tokens: none under-trained.")
+        if chosen:
+            line += f" Training {', '.join(v.text for v in chosen)} ({how})"
+            line += ", re-initialised from the mean row." if initialised else "."
+        else:
+            line += " Not in the training data, so not trained."
+        Console(stderr=True).print(line, markup=False, highlight=False, soft_wrap=True)
+    return report
+
+
 def split_validation(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     """A seeded random split; at least one validation example whenever there are two or more."""
     if fraction <= 0 or len(examples) < 2:
@@ -74,10 +129,15 @@ def split_validation(examples: list, fraction: float, seed: int) -> tuple[list, 
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
-def resolve_precision(precision: str) -> tuple[torch.dtype, dict]:
-    """Model dtype and trainer flags. auto: bf16 on a GPU that supports it, else fp32 (CPU bf16 is slow)."""
+def resolve_precision(precision: str, base: str | None = None) -> tuple[torch.dtype, dict]:
+    """Model dtype and trainer flags. auto: bf16 autocast where the model would run in bf16 anyway
+    (`models.inference_dtype`: a GPU that has bf16, or for `base`, a half-precision model on a CPU with native bf16,
+    where a LoRA step is ~1.4x faster than fp32, BENCHMARKS.md); fp32 elsewhere (emulated bf16 is slow)."""
     if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+        if torch.cuda.is_available():
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = "bf16" if base and inference_dtype(resolve(base), "cpu") == torch.bfloat16 else "fp32"
     if precision == "bf16":
         return torch.float32, {"bf16": True, "fp16": False}  # fp32 master weights, bf16 autocast
     if precision == "fp16":
@@ -136,9 +196,9 @@ def start_or_resume(recipe: TrainArgs, section: str):
 
 def read_splits(recipe: TrainArgs):
     """Read `recipe.data` and split it: (read data, train examples, validation examples, left out by max_records)."""
-    data = read_examples(recipe.data)
+    data = read_examples(recipe.data, recipe.mapping)
     train_examples, val_examples = (
-        (data.examples, read_examples(recipe.val_data).examples)
+        (data.examples, read_examples(recipe.val_data, recipe.mapping).examples)
         if recipe.val_data
         else split_validation(data.examples, recipe.val_fraction, recipe.seed)
     )
