@@ -58,7 +58,7 @@ def test_normalise_undoes_leetspeak_and_spelling_out():
 
 @pytest.mark.parametrize("innocent", [
     "assessment", "Scunthorpe", "cocktail", "classic", "Dickens", "Middlesex and Sussex", "cockpit", "shiitake",
-    "therapist", "analysis", "Penistone", "arsenal", "Homo sapiens", "a chink in the armour", "Moby Dick",
+    "therapist", "analysis", "Penistone", "arsenal", "Homo sapiens", "a chink in the armour", "Moby Dick", "Find me the book The Van Dyke Show",
     "the cock crowed at dawn", "I will never hurt you", "kill the process and restart it", BENIGN,
 ])
 def test_innocent_words_are_not_flagged(combined, innocent):

@@ -107,7 +107,7 @@ def run_demo(recipe: DemoRecipe) -> dict:
     console.print(
         f"Curated data and its datasheet: {data_dir}/ (report.html)\n"
         f"Tuned model (safetensors + tokenizer + recipe.yaml + metrics.json + model card README.md): {tuned_dir}\n"
-        f"Eval results: {out / 'eval'}/results.json and results.md\n"
+        f"Eval results: {out / 'eval'}/results.md, results.json and answers.jsonl (every answer)\n"
         f"MLflow runs: ./mlruns (mlflow ui --backend-store-uri ./mlruns)\n"
         f"Try it: seedbed chat --model {tuned_dir}"
     )

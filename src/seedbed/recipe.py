@@ -145,6 +145,7 @@ class TrainArgs(Stage):
     # validation loss 0.02 lower than keep; at lr 5e-3 the two were level. Both stopped on the same prompts.
     template_tokens: Literal["auto", "always", "off"] = Field("auto", description="Chat-template tokens (end of turn, ...) whose embedding rows look untrained: auto trains those rows (with LoRA too), always trains every template token's rows, off leaves them.")
     template_tokens_init: Literal["mean", "keep"] = Field("mean", description="Start an under-trained template token's rows from the mean trained row (mean, as Unsloth does) or from where they are (keep).")
+    template_tokens_lr_scale: float = Field(1.0, gt=0, description="With LoRA, the template tokens' rows learn at lr times this; raise it (10) for long answers, where each example gives the end-of-turn row one position in hundreds to learn from.")
     eval_steps: int = Field(50, ge=1, description="Validation loss every N steps.")
     save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
     logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")

@@ -79,6 +79,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     # model (`seedbed.train.trainable_rows`; full fine-tuning trains every row already).
     rows = attach(trainer.model, template["trained_ids"]) if lora else None
     if rows is not None:
+        trainer.row_params, trainer.row_lr = rows.parameters(), recipe.lr * recipe.template_tokens_lr_scale
         trainer.add_callback(cb.SaveRows(rows))
         if resume_from is not None:
             rows.load(resume_from)

@@ -165,6 +165,20 @@ def answer_only_trainer_class():
         `answer_only_loss` on Gemma 3 270M with 2 CPU cores (BENCHMARKS.md). On GPUs TRL's path stays.
         """
 
+        row_params: list = []  # the template rows' corrections (`trainable_rows`), set after `attach`
+        row_lr: float | None = None
+
+        def create_optimizer(self, model=None):
+            """The default optimizer, with the template rows in a group of their own at `row_lr`."""
+            optimizer = super().create_optimizer(model)
+            if self.row_params and self.row_lr and not any(g.get("template_rows") for g in optimizer.param_groups):
+                mine = {id(p) for p in self.row_params}
+                for group in optimizer.param_groups:
+                    group["params"] = [p for p in group["params"] if id(p) not in mine]
+                optimizer.add_param_group({"params": list(self.row_params), "lr": self.row_lr, "weight_decay": 0.0,
+                                           "template_rows": True})
+            return optimizer
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or self.args.device.type == "cuda":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
