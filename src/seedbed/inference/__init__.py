@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from seedbed.inference.request import Request
+from seedbed.inference.scores import TokenScore
 from seedbed.inference.stops import Sampling
 
 ENGINES = ("torch", "llama.cpp")
@@ -37,6 +38,10 @@ class Backend(Protocol):
 
     def heldout_loss(self, examples: list, max_length: int = 1024, batch_size: int = 8) -> dict:
         """Mean cross-entropy and perplexity over the examples' answer tokens."""
+
+    def score(self, sequences: list[list[int]], starts: list[int], top_k: int = 0) -> list[list[TokenScore]]:
+        """For each sequence, a `TokenScore` for every token from `starts[i]` on (>= 1: the first token has no
+        context): its log-probability given all the tokens before it, and the `top_k` likeliest tokens there."""
 
 
 def is_gguf_model(name: str) -> bool:
@@ -68,4 +73,4 @@ def load(name: str, engine: str = "torch", threads: int | None = None) -> Backen
     return TorchBackend.load(name)
 
 
-__all__ = ["ENGINES", "Backend", "Request", "Sampling", "is_gguf_model", "load", "resolve_engine"]
+__all__ = ["ENGINES", "Backend", "Request", "Sampling", "TokenScore", "is_gguf_model", "load", "resolve_engine"]

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 
 from seedbed.chat import Example, end_of_turn_token_ids, tokenize_example
 from seedbed.inference.request import Request
+from seedbed.inference.scores import MAX_TOP, TokenScore
 from seedbed.inference.stops import SchemaError, TextTracker, check_schema, schema_key
 
 IGNORE = -100  # label for tokens that are not scored, as in transformers' loss functions
+SCORED_PER_FORWARD = 512  # logits rows per forward when scoring: bounds memory (Gemma: 512 x 262,144 floats, 0.5 GB)
 SCHEMAS_KEPT = 64  # compiled JSON schemas cached per backend (least recently used dropped first)
 
 
@@ -160,6 +162,9 @@ class TorchBackend:
     def heldout_loss(self, examples: list[Example], max_length: int = 1024, batch_size: int = 8) -> dict:
         return heldout_loss(self.model, self.tokenizer, examples, max_length, batch_size)
 
+    def score(self, sequences: list[list[int]], starts: list[int], top_k: int = 0) -> list[list[TokenScore]]:
+        return score_tokens(self.model, sequences, starts, top_k)
+
 
 class JsonConstraint:
     """One row's JSON-schema constraint: a copy of the compiled llguidance matcher, advanced token by token."""
@@ -241,3 +246,60 @@ def heldout_loss(model, tokenizer, examples: list[Example], max_length: int = 10
     model.train(was_training)
     loss = total / tokens if tokens else math.nan
     return {"loss": loss, "perplexity": math.exp(loss) if tokens else math.nan, "tokens": tokens}
+
+
+def score_tokens(model, sequences: list[list[int]], starts: list[int], top_k: int = 0) -> list[list[TokenScore]]:
+    """log p(token | tokens before it) for each token of each sequence from its start on (`Backend.score`).
+
+    Sequences of similar length run together, right-padded (real tokens keep positions 0..n-1, as when one
+    runs alone), with logits only at the positions that predict a scored token; a sequence with more scored
+    tokens than `SCORED_PER_FORWARD` runs alone, its positions in slices.
+
+    >>> score_tokens(model, [[2, 15, 27, 9]], starts=[2], top_k=1)  # doctest: +SKIP
+    [[TokenScore(token=27, logprob=-3.1, top=[(27, -3.1)]), TokenScore(token=9, logprob=-0.4, top=[(9, -0.4)])]]
+    """
+    if not 0 <= top_k <= MAX_TOP:
+        raise ValueError(f"top_k must be between 0 and {MAX_TOP}")
+    for ids, start in zip(sequences, starts, strict=True):
+        if not 1 <= start <= len(ids):
+            raise ValueError(f"start {start} is outside 1..{len(ids)} (the first token has no context to score it in)")
+    results: list[list[TokenScore]] = [[] for _ in sequences]
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # similar lengths together: less padding
+    groups, group, scored = [], [], 0
+    for i in order:
+        n = len(sequences[i]) - starts[i]
+        if group and scored + n > SCORED_PER_FORWARD:
+            groups.append(group)
+            group, scored = [], 0
+        group.append(i)
+        scored += n
+    groups.append(group)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for group in groups:
+            wanted = sorted({t - 1 for i in group for t in range(starts[i], len(sequences[i]))})
+            for first in range(0, len(wanted), SCORED_PER_FORWARD):
+                _score_slice(model, sequences, starts, group, wanted[first : first + SCORED_PER_FORWARD], top_k, results)
+    model.train(was_training)
+    return results
+
+
+def _score_slice(model, sequences, starts, group: list[int], positions: list[int], top_k: int, results) -> None:
+    width = max(len(sequences[i]) for i in group)
+    ids = torch.tensor([sequences[i] + [0] * (width - len(sequences[i])) for i in group], device=model.device)
+    attention = torch.tensor([[1] * len(sequences[i]) + [0] * (width - len(sequences[i])) for i in group],
+                             device=model.device)
+    keep = torch.tensor(positions, device=model.device)
+    logprobs = F.log_softmax(model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits.float(), -1)
+    column = {p: c for c, p in enumerate(positions)}
+    for row, i in enumerate(group):
+        for t in range(starts[i], len(sequences[i])):
+            if (c := column.get(t - 1)) is None:
+                continue  # another slice scores it
+            token, here = sequences[i][t], logprobs[row, c]
+            top = []
+            if top_k:
+                values, tokens = here.topk(top_k)
+                top = [(int(k), float(v)) for k, v in zip(tokens, values)]
+            results[i].append(TokenScore(token, float(here[token]), top))

@@ -34,6 +34,7 @@ from seedbed.atomic import atomic_dir
 from seedbed.chat import Example, end_of_turn_token_ids, ensure_chat_template, tokenize_example
 from seedbed.errors import ModelLoadError
 from seedbed.inference.request import Request
+from seedbed.inference.scores import MAX_TOP, TokenScore
 from seedbed.inference.stops import SchemaError, TextTracker, check_schema, schema_key
 from seedbed.models import embedded_gguf, seedbed_home
 
@@ -258,6 +259,28 @@ class LlamaCppBackend:
                 scored_tokens += 1
         loss = total / scored_tokens if scored_tokens else math.nan
         return {"loss": loss, "perplexity": math.exp(loss) if scored_tokens else math.nan, "tokens": scored_tokens}
+
+    def score(self, sequences: list[list[int]], starts: list[int], top_k: int = 0) -> list[list[TokenScore]]:
+        """log p(token | tokens before it) for each token from its start on, as `TorchBackend.score`."""
+        import numpy as np
+
+        if not 0 <= top_k <= MAX_TOP:
+            raise ValueError(f"top_k must be between 0 and {MAX_TOP}")
+        results = []
+        for ids, start in zip(sequences, starts, strict=True):
+            if not 1 <= start <= len(ids):
+                raise ValueError(f"start {start} is outside 1..{len(ids)} (the first token has no context)")
+            scores = []
+            for position, logits in self.logits_at(ids[:-1], set(range(start - 1, len(ids) - 1))):
+                logits = logits.astype(np.float64)
+                top = logits.max()
+                logprobs = logits - (top + math.log(np.exp(logits - top).sum()))
+                token = ids[position + 1]
+                best = np.argpartition(-logprobs, top_k)[:top_k] if top_k else []
+                alternatives = sorted(((int(k), float(logprobs[k])) for k in best), key=lambda kv: -kv[1])
+                scores.append(TokenScore(token, float(logprobs[token]), alternatives))
+            results.append(scores)
+        return results
 
     def logits_at(self, ids: list[int], positions: set[int]):
         """Run `ids` through the model from an empty cache; yield (position, logits) for each wanted position."""
