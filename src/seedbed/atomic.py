@@ -75,3 +75,33 @@ def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
             # another process won the race; its copy is as good
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line to a log (a JSONL store) so that a reader, or a run killed meanwhile, sees it whole or not
+    at all: one `write` on a file opened for appending, then fsync. What a crash mid-write can leave, a last line
+    without its newline, is cut off first (readers ignore it: `complete_lines`).
+
+    >>> append_line("runs/eval/judgments.jsonl", '{"verdict": "A"}')  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.ftruncate(fd, Path(path).read_bytes().rfind(b"\n") + 1)
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def complete_lines(path: str | Path) -> list[str]:
+    """The complete (newline-ended, non-blank) lines of an append-only log; [] if it does not exist yet."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1]  # the piece after the last newline is unfinished (or empty)
+    return [line for line in lines if line.strip()]

@@ -87,13 +87,31 @@ def eval_cmd(recipe: EvalRecipe):
 
     Example: seedbed eval --models base=gemma-3-270m --models tuned=runs/my-model --data heldout.jsonl
              --pool train.jsonl --shots 0 --shots 3 --limit 50 --out runs/eval
+
+    With --judge MODEL_OR_URL: a judged A/B of the models on open prompts (MT-Bench's first turns, or --prompts),
+    win rates, length-controlled win rates and Bradley–Terry ratings, human --votes included.
+    Example: seedbed eval --judge http://127.0.0.1:8000/v1 --models base=gemma-3-270m --models tuned=runs/my-model
+             --limit 20 --out runs/ab
     """
+    if recipe.judge:
+        return judged_eval_cmd(recipe)
     from seedbed.evaluate import evaluate, markdown_table
 
     result = evaluate(recipe)
     console.print(markdown_table(result), markup=False, highlight=False)
     if recipe.out:
         console.print(f"Results in {recipe.out}/results.json and results.md")
+
+
+def judged_eval_cmd(recipe: EvalRecipe):
+    """`seedbed eval --judge`: the models answer open prompts, the judge compares every pair in both orders."""
+    from seedbed.evaluate.pairwise import judged_eval
+    from seedbed.evaluate.pairwise_results import markdown
+
+    with err.status(f"answering and judging ({recipe.judge})", spinner="dots") if not recipe.quiet else nullcontext():
+        results = judged_eval(recipe)
+    console.print(markdown(results), markup=False, highlight=False)
+    console.print(f"Results in {recipe.out}/results.json and results.md; every judgment in {recipe.out}/judgments.jsonl")
 
 
 @recipe_command("demo", DemoRecipe, "demo", default_recipe="demo.yaml")

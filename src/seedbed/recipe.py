@@ -200,7 +200,23 @@ class GenerateRecipe(EngineArgs):
     json_schema: str | None = Field(None, description="A JSON schema file: the answer is JSON that it accepts (constrained decoding).")
 
 
-class EvalRecipe(EngineArgs):
+class JudgeArgs(Stage):
+    """A judged A/B comparison (`seedbed eval --judge`): models answer open prompts, a judge picks the better answer
+    of each pair in both orders, and win rates and ratings say which model to keep. Read by `evaluate/pairwise.py`."""
+
+    judge: str | None = Field(None, description="Compare --models pairwise with this judge: an OpenAI-compatible URL (http://host:port/v1) or a local model (name or directory) run through the same decode path.")
+    judge_model: str | None = Field(None, description="The model name to ask at a --judge URL (default: the first the endpoint lists).")
+    judge_key_env: str = Field("SEEDBED_JUDGE_API_KEY", description="Environment variable holding the API key for a --judge URL.")
+    judge_timeout: float = Field(60.0, gt=0, description="Seconds to wait for one judge reply.")
+    judge_retries: int = Field(2, ge=0, description="Retries of a judge request that timed out or failed (HTTP errors).")
+    judge_max_tokens: int = Field(512, ge=16, description="Most tokens in the judge's reply (its explanation and verdict).")
+    prompts: list[str] = Field(default_factory=list, description="JSONL/CSV files of your own prompts to judge on (default: MT-Bench's 80 first turns, shipped).")
+    prompt_field: str = Field("prompt", description="The field of --prompts records that holds the prompt (an `id` field, if present, names it).")
+    votes: list[str] = Field(default_factory=list, description="JSONL files of human votes: {prompt_id, model_a, model_b, winner: A|B|tie}.")
+    bootstrap: int = Field(1000, ge=10, description="Bootstrap resamples (of prompts) for the confidence intervals.")
+
+
+class EvalRecipe(JudgeArgs, EngineArgs):
     """Held-out loss, the task's scores (GSM8K or JSON) and usability (stop, repetition), zero- and few-shot, for
     one or more models on the same questions."""
 
