@@ -62,7 +62,8 @@ def read_prompts(recipe: EvalRecipe) -> list[Prompt]:
         elif not isinstance(text, str) or not text.strip():
             problems.append(Problem(file, line, field, "missing" if value is None else "not a non-empty string"))
         else:
-            pid = str(record.get("question_id" if mt_bench else "id") or f"{Path(file).name}:{line}")
+            given = record.get("question_id" if mt_bench else "id")
+            pid = f"{Path(file).name}:{line}" if given is None or str(given).strip() == "" else str(given)
             if pid in seen:
                 problems.append(Problem(file, line, "id", f"{pid!r} also names the prompt at {seen[pid]}"))
             seen[pid] = f"{file}:{line}"
@@ -203,9 +204,9 @@ def judged_eval(recipe: EvalRecipe, judge: Judge | None = None, progress=None) -
     out = Path(recipe.out)
     prompts = read_prompts(recipe)
     votes = read_votes(recipe.votes, names, {p.id for p in prompts})  # bad votes fail before any generation
+    judge = judge or judge_for(recipe)  # an endpoint that cannot be reached fails before any answer is generated
     answers = answer_prompts(models, prompts, recipe, out)
     store = JudgmentStore(out / JUDGMENTS)
-    judge = judge or judge_for(recipe)
     ask_judge(judge, pending_judgments(prompts, names, answers, judge.name, store), store, recipe.batch_size,
               progress)
     store_votes(votes, prompts, answers, store)
