@@ -110,7 +110,7 @@ def judged_eval_cmd(recipe: EvalRecipe):
 
     with err.status(f"answering and judging ({recipe.judge})", spinner="dots") if not recipe.quiet else nullcontext():
         results = judged_eval(recipe)
-    console.print(markdown(results), markup=False, highlight=False)
+    console.print(markdown(results), markup=False, highlight=False, soft_wrap=True)  # table rows stay whole
     console.print(f"Results in {recipe.out}/results.json and results.md; every judgment in {recipe.out}/judgments.jsonl")
 
 
