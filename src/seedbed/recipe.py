@@ -221,6 +221,8 @@ class EvalRecipe(EngineArgs):
     seed: int = Field(42, description="Seed for choosing few-shot examples.")
     json_schema: str | None = Field(None, description="A JSON schema file: every generated answer is JSON that it accepts (constrained decoding).")
     quiet: bool = Field(False, description="No progress bar.")
+    lm_eval: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks to run in process on each model (seedbed_csqa is shipped); --limit applies.")
+    lm_eval_include: list[str] = Field(default_factory=list, description="Directories of lm-eval task YAMLs, beside the shipped ones.")
 
     @model_validator(mode="after")
     def _shots_nonnegative(self):

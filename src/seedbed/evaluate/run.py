@@ -27,6 +27,7 @@ from seedbed.chat import Example, render_prompt
 from seedbed.errors import EvalError
 from seedbed.evaluate.answers import detect_task, is_repetitive, json_object, score_answers
 from seedbed.evaluate.fewshot import fewshot_messages
+from seedbed.evaluate.harness import HarnessScore, harness_table, run_harness
 from seedbed.inference import load
 from seedbed.inference.generate import generate_requests
 from seedbed.inference.stops import Sampling
@@ -59,6 +60,7 @@ class EvalResult:
     data: list[str]
     n_questions: int
     task: str = "gsm8k"  # how the answers were scored: gsm8k or json
+    harness: list[HarnessScore] = field(default_factory=list)  # --lm-eval tasks' scores (evaluate/harness.py)
 
 
 def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None = None) -> EvalResult:
@@ -70,6 +72,11 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     """
     from seedbed.data.readers import read_examples
 
+    if recipe.lm_eval and not recipe.data:  # lm-eval's tasks only
+        result = EvalResult([], [], 0, harness=run_harness(recipe))
+        if recipe.out:
+            write_results(result, recipe)
+        return result
     if conditions is None:
         conditions = [(*parse_model_spec(spec), k) for spec in recipe.models for k in recipe.shots]
     if not conditions:
@@ -93,7 +100,8 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     for model_name in dict.fromkeys(model for _, model, _ in conditions):  # each model loaded once
         mine = [c for c in conditions if c[1] == model_name]
         by_condition.update(zip(mine, _evaluate_model(model_name, mine, questions, pool, recipe, task)))
-    result = EvalResult([by_condition[c] for c in conditions], [f.path for f in heldout.files], len(questions), task)
+    result = EvalResult([by_condition[c] for c in conditions], [f.path for f in heldout.files], len(questions), task,
+                        run_harness(recipe) if recipe.lm_eval else [])
     if recipe.out:
         write_results(result, recipe)
     return result
@@ -171,6 +179,8 @@ def markdown_table(result: EvalResult) -> str:
     """
     from seedbed.evaluate.tables import markdown_table as render_table
 
+    if not result.conditions:
+        return harness_table(result.harness)
     fields = list(dict.fromkeys(k for c in result.conditions for k in c.field_scores))
     score, form = ("exact match", "valid JSON") if result.task == "json" else ("accuracy", "follows format")
     return render_table(
@@ -181,7 +191,7 @@ def markdown_table(result: EvalResult) -> str:
           f"{c.format_rate:.1%}", f"{c.stop_rate:.1%}", f"{c.repetition_rate:.1%}",
           "-" if c.loss is None else f"{c.loss:.3f}", "-" if c.perplexity is None else f"{c.perplexity:.2f}"]
          for c in result.conditions],
-    )
+    ) + (f"\n\n{harness_table(result.harness)}" if result.harness else "")
 
 
 SCORING = {
@@ -211,5 +221,8 @@ def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
                f"Stop rate: answers that ended with the end-of-turn marker or a stop string, not at "
                f"{recipe.max_new_tokens} new tokens; repetition: answers with a line or an 8-word run written "
                "three times or more. Every answer: answers.jsonl.\n\n")
+    if not result.conditions:
+        summary = ("# Evaluation\n\nlm-evaluation-harness tasks, run in process on lm-eval's Hugging Face model "
+                   "(the tasks' YAMLs: lm_eval_tasks/).\n\n")
     atomic_write_text(out / "results.md", summary + markdown_table(result) + "\n")
     save_recipe(recipe, out / "recipe.yaml", "eval")
