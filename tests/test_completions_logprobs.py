@@ -3,6 +3,8 @@ say the request: every logprob is the model's own log-softmax, in both engines."
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -155,3 +157,53 @@ def test_llama_cpp_logprobs_equal_torch_at_f32(backend, tiny_model, tmp_path):
     assert answers[0].text == answers[1].text and torch_lp.tokens == gguf_lp.tokens
     assert gguf_lp.token_logprobs[1:] == pytest.approx(torch_lp.token_logprobs[1:], abs=1e-3)
     assert [list(t) for t in gguf_lp.top_logprobs[1:]] == [list(t) for t in torch_lp.top_logprobs[1:]]
+
+
+class Watched:
+    """A backend that records whether `decode` and `score` ever ran at the same time."""
+
+    def __init__(self, backend):
+        self.backend, self.busy, self.overlaps, self.scored = backend, False, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def run(self, method, *args):
+        self.overlaps += self.busy
+        self.busy = True
+        try:
+            time.sleep(0.02)  # widen the window an overlap would show in
+            return getattr(self.backend, method)(*args)
+        finally:
+            self.busy = False
+
+    def decode(self, batch):
+        return self.run("decode", batch)
+
+    def score(self, sequences, starts, top_k=0):
+        self.scored += 1
+        return self.run("score", sequences, starts, top_k)
+
+
+def test_scoring_takes_turns_with_decoding_and_keeps_the_time_limit(backend):
+    from concurrent.futures import ThreadPoolExecutor
+
+    watched = Watched(backend)
+    engine = Engine("tiny", watched, max_batch=4, batch_window_ms=5)
+    config = ServerConfig({"tiny": engine})
+    with running_server(create_app(config)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        with ThreadPoolExecutor(8) as pool:
+            jobs = [pool.submit(client.completions.create, model="tiny", prompt=f"{PROMPT} {i}", max_tokens=8,
+                                temperature=0, echo=i % 2 == 0, logprobs=1 if i % 3 else None) for i in range(12)]
+            assert all(len(j.result().choices) == 1 for j in jobs)
+        assert watched.overlaps == 0 and watched.scored > 0
+        # A scoring job that waits past the time limit (the model busy) is answered 408 and never runs.
+        scored = watched.scored
+        config.limits.request_timeout_s = 0.5
+        with engine.model_lock:
+            r = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": PROMPT, "max_tokens": 0,
+                                                          "echo": True, "logprobs": 1})
+        assert r.status_code == 408 and r.json()["error"]["type"] == "timeout_error"
+        time.sleep(0.3)  # the job's thread takes the lock now, sees it was cancelled, and returns
+        assert watched.scored == scored
