@@ -126,6 +126,8 @@ def _evaluate_model(model_name: str, conditions: list[tuple[str, str, int]], que
             answers = generate_requests(backend, prompts, sampling, recipe.batch_size, progress=advance)
         predictions = [a.text for a in answers]
         correct, valid, field_scores = score_answers(task, predictions, references)
+        if sampling.json_schema is not None:
+            field_scores["schema-valid"] = sum(map(schema_checker(sampling.json_schema), predictions)) / len(predictions)
         samples = [{"question": q.prompt_messages()[-1]["content"], "reference": r, "prediction": a.text,
                     "correct": c, "finish_reason": a.finish_reason}
                    for q, r, a, c in zip(questions, references, answers, correct)]
@@ -138,6 +140,27 @@ def _evaluate_model(model_name: str, conditions: list[tuple[str, str, int]], que
             field_scores=field_scores, answers=samples,
         ))
     return results
+
+
+def schema_checker(schema: dict):
+    """A test of one answer: is the whole of it JSON that `schema` accepts? (jsonschema judges, not the decoder
+    that was constrained by the same schema.)
+
+    >>> check = schema_checker({"type": "object", "required": ["intent"]})
+    >>> check('{"intent": "PlayMusic"}'), check('{"slots": []}'), check('{"intent": "x"} and more')
+    (True, False, False)
+    """
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema)
+
+    def check(answer: str) -> bool:
+        try:
+            return validator.is_valid(json.loads(answer))
+        except ValueError:
+            return False
+
+    return check
 
 
 @contextmanager
@@ -190,7 +213,8 @@ SCORING = {
     "json": "exact match: the JSON object the answer opens with (whatever follows it) equals the reference's, key "
             "and list order ignored; "
             "`<field> acc`: that field is right; `<field> F1`: micro F1 over that list's elements; "
-            "valid JSON: the answer, as it stands, parses to an object",
+            "valid JSON: the answer, as it stands, parses to an object; schema-valid (with --json-schema): "
+            "the answer, as it stands, is JSON the schema accepts (checked by jsonschema)",
 }
 
 
