@@ -185,3 +185,41 @@ def test_tools_flag_on_the_cli(tiny_model, heldout, tmp_path):
     assert re.search(r"\| t \| .*\n\| t \+calculator \| ", done.output)
     refused = CliRunner().invoke(app, [*args, "--tools", "python"], env={"COLUMNS": "300"})
     assert refused.exit_code != 0 and "tools" in refused.output
+
+
+@pytest.fixture(scope="module")
+def wrong_at_arithmetic(tmp_path_factory, tiny_model):
+    """The tiny model, fine-tuned until it answers one question with a deliberately wrong annotated value."""
+    from seedbed.recipe import FinetuneRecipe
+    from seedbed.train.finetune import finetune
+
+    tmp = tmp_path_factory.mktemp("calc")
+    turns = [{"role": "user", "content": "What is 17 times 23?"},
+             {"role": "assistant", "content": "17*23 = <<17*23=390>>390\n#### 390"}]
+    data = write_jsonl(tmp / "d.jsonl", [{"messages": turns}] * 16)
+    finetune(FinetuneRecipe(base=str(tiny_model), data=[str(data)], out=str(tmp / "m"), method="full", lr=3e-3,
+                            max_steps=100, batch_size=8, warmup=0, val_fraction=0, quiet=True, save_steps=1000))
+    return tmp / "m"
+
+
+def test_on_a_real_model_eval_and_serve_complete_the_same_annotation(wrong_at_arithmetic, tmp_path):
+    """The torch backend, not a script: eval's +calculator answer is serve's answer, with the exact value."""
+    from seedbed.serve.chat_completions import answer
+    from seedbed.serve.engine import Engine
+    from seedbed.serve.protocol import Limits, ServerConfig
+    from seedbed.serve.schemas import ChatCompletionRequest
+
+    question = "What is 17 times 23?"
+    heldout = write_jsonl(tmp_path / "q.jsonl", [{"question": question, "answer": "#### 391"}])
+    result = evaluate(EvalRecipe(models=[f"m={wrong_at_arithmetic}"], data=[str(heldout)], shots=[0],
+                                 tools=["calculator"], max_new_tokens=40, quiet=True, model_card=False))
+    [plain], [tooled] = (c.answers for c in result.conditions)
+    assert "<<17*23=390>>" in plain["prediction"]  # what the model itself writes: wrong
+    assert "<<17*23=391>>" in tooled["prediction"] and tooled["tool_calls"][0] == {"expression": "17*23",
+                                                                                   "value": "391"}
+    engine = Engine("m", load(str(wrong_at_arithmetic)))
+    messages = [{"role": "user", "content": question}]
+    body = ChatCompletionRequest(model="m", messages=messages, temperature=0, max_tokens=40)
+    served_text, request = asyncio.run(answer(ServerConfig({"m": engine}, limits=Limits(max_tokens=40)), engine,
+                                              messages, body, None, calculator=True))
+    assert (served_text, request.finish_reason) == (tooled["prediction"], tooled["finish_reason"])

@@ -6,12 +6,17 @@
     seedbed eval --models tuned=runs/snips/model --data seedbed:data/snips_heldout.jsonl --shots 0 \
         --mapping.prompt "Turn this request into JSON: {text}" --mapping.response-json intent \
         --mapping.response-json slots
+    seedbed eval --models tuned=runs/gsm8k-calculator-cpu --data seedbed:data/gsm8k_demo_heldout.jsonl --shots 0 \
+        --tools calculator --out runs/eval
 
 Every condition (model x shots) answers the same questions, greedily, so rows differ only by model and prompt.
 The task (`--task`, by default chosen from the references) decides the scores (`answers.py`): gsm8k, the final
 number and the `####` form; json, exact match, each field's accuracy or F1, and valid JSON. Every task also
 reports how usable the answers are: the stop rate (answers that ended with the end-of-turn marker or a stop
 string rather than at max_new_tokens) and the repetition rate (a line or an 8-word run written three times).
+With `--tools calculator` each condition also runs as `seedbed serve` runs it with the calculator (every `<<EXPR=`
+the model opens is completed exactly), as a row `NAME +calculator`. Results: results.json, results.md,
+answers.jsonl and report.html in `--out`; the table also goes into each evaluated Seedbed model's card.
 """
 
 from __future__ import annotations
