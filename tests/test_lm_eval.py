@@ -36,6 +36,7 @@ def test_in_process_and_served_lm_eval_agree(tiny_model, tmp_path):
     written = json.loads((out / "results.json").read_text())
     assert [h["metric"] for h in written["harness"]] == ["acc", "acc_norm"]
     assert "| tiny |" in (out / "results.md").read_text() and (out / "lm_eval_tasks" / "seedbed_csqa.yaml").is_file()
+    assert "lm-evaluation-harness" in (out / "report.html").read_text()
 
     engine = Engine("tiny", load(str(tiny_model)), max_batch=8)
     with running_server(create_app(ServerConfig({"tiny": engine}))) as url:

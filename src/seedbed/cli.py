@@ -86,14 +86,16 @@ def eval_cmd(recipe: EvalRecipe):
     stop and repetition rates, zero-shot and few-shot, for models on the same questions.
 
     Example: seedbed eval --models base=gemma-3-270m --models tuned=runs/my-model --data heldout.jsonl
-             --pool train.jsonl --shots 0 --shots 3 --limit 50 --out runs/eval
+             --pool train.jsonl --shots 0 --shots 3 --limit 50 --tools calculator --out runs/eval
     """
     from seedbed.evaluate import evaluate, markdown_table
 
     result = evaluate(recipe)
     console.print(markdown_table(result), markup=False, highlight=False)
     if recipe.out:
-        console.print(f"Results in {recipe.out}/results.json and results.md")
+        console.print(f"Results in {recipe.out}/results.json and results.md; every answer in report.html")
+    for card in result.model_cards:
+        console.print(f"Model card updated: the table is in {card}", markup=False, highlight=False)
 
 
 @recipe_command("demo", DemoRecipe, "demo", default_recipe="demo.yaml")

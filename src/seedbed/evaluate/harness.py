@@ -20,6 +20,7 @@ import yaml
 
 from seedbed.atomic import atomic_write_text
 from seedbed.errors import EvalError
+from seedbed.evaluate.report import Section
 from seedbed.evaluate.tables import markdown_table
 from seedbed.inference import resolve_engine
 from seedbed.models import load_model, parse_model_spec
@@ -117,6 +118,13 @@ def harness_scores(name: str, model: str, out: dict) -> list[HarnessScore]:
     return rows
 
 
+def harness_cells(scores: list[HarnessScore]) -> tuple[list[str], list[list[str]]]:
+    """The headers and formatted cells of the scores' table (Markdown in results.md, HTML in report.html)."""
+    return (["condition", "model", "task", "metric", "value", "stderr", "n"],
+            [[s.name, s.model, s.task, s.metric, f"{s.value:.1%}", "-" if s.stderr is None else f"{s.stderr:.1%}",
+              str(s.n)] for s in scores])
+
+
 def harness_table(scores: list[HarnessScore]) -> str:
     """The scores as a Markdown table, one row per model, task and metric.
 
@@ -125,6 +133,10 @@ def harness_table(scores: list[HarnessScore]) -> str:
     |---|---|---|---|---|---|---|
     | base | m | t | acc | 50.0% | 10.0% | 20 |
     """
-    return markdown_table(["condition", "model", "task", "metric", "value", "stderr", "n"],
-                          [[s.name, s.model, s.task, s.metric, f"{s.value:.1%}",
-                            "-" if s.stderr is None else f"{s.stderr:.1%}", s.n] for s in scores])
+    return markdown_table(*harness_cells(scores))
+
+
+def harness_section(scores: list[HarnessScore]) -> Section:
+    """The scores as a section of report.html (lm-eval keeps its own per-document samples)."""
+    return Section("lm-evaluation-harness", "Tasks run in process by lm-eval on its Hugging Face model "
+                   "(`--lm-eval`); value and standard error are lm-eval's.", *harness_cells(scores))
