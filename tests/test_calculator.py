@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from seedbed.serve import calculator
-from seedbed.serve.calculator import CalculatorError, calculate, complete_annotations, pending_annotation
+from seedbed.inference import calculator
+from seedbed.inference.calculator import CalculatorError, calculate, complete_annotations, pending_annotation
 
 
 @pytest.mark.parametrize("expression, value", [

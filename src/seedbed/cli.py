@@ -86,7 +86,7 @@ def eval_cmd(recipe: EvalRecipe):
     stop and repetition rates, zero-shot and few-shot, for models on the same questions.
 
     Example: seedbed eval --models base=gemma-3-270m --models tuned=runs/my-model --data heldout.jsonl
-             --pool train.jsonl --shots 0 --shots 3 --limit 50 --out runs/eval
+             --pool train.jsonl --shots 0 --shots 3 --limit 50 --tools calculator --out runs/eval
 
     With --judge MODEL_OR_URL: a judged A/B of the models on open prompts (MT-Bench's first turns, or --prompts),
     win rates, length-controlled win rates and Bradley–Terry ratings, human --votes included.
@@ -100,7 +100,9 @@ def eval_cmd(recipe: EvalRecipe):
     result = evaluate(recipe)
     console.print(markdown_table(result), markup=False, highlight=False)
     if recipe.out:
-        console.print(f"Results in {recipe.out}/results.json and results.md")
+        console.print(f"Results in {recipe.out}/results.json and results.md; every answer in report.html")
+    for card in result.model_cards:
+        console.print(f"Model card updated: the table is in {card}", markup=False, highlight=False)
 
 
 def judged_eval_cmd(recipe: EvalRecipe):

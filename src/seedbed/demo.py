@@ -76,7 +76,9 @@ def run_demo(recipe: DemoRecipe) -> dict:
     eval_recipe = recipe.eval.model_copy(update={"out": None})
     console.rule(f"2/4  seedbed eval: the base model ({base}) on held-out requests, zero-shot and {recipe.fewshot}-shot")
     before = evaluate(eval_recipe, conditions=[("base", base, 0), (f"base {recipe.fewshot}-shot", base, recipe.fewshot)])
-    zero_shot, few_shot = before.conditions
+    # By name: with `eval.tools` each condition also has a `+calculator` row beside it.
+    zero_shot, few_shot = (next(c for c in before.conditions if c.name == name)
+                           for name in ("base", f"base {recipe.fewshot}-shot"))
     for answer in zero_shot.answers[: recipe.show]:
         console.print(Text("> " + answer["question"], style="bold"))
         console.print(Text(brief(answer["prediction"])), "\n")
@@ -96,7 +98,8 @@ def run_demo(recipe: DemoRecipe) -> dict:
     result = replace(before, conditions=before.conditions + after.conditions)
     write_results(result, recipe.eval.model_copy(update={"out": str(out / "eval")}))
     table = Table("request", f"base {recipe.fewshot}-shot (before)", "tuned (after)", "reference", show_lines=True)
-    for base_answer, tuned_answer in list(zip(few_shot.answers, after.conditions[0].answers))[: recipe.show]:
+    tuned = next(c for c in after.conditions if c.name == "tuned")
+    for base_answer, tuned_answer in list(zip(few_shot.answers, tuned.answers))[: recipe.show]:
         table.add_row(Text(base_answer["question"]), Text(brief(base_answer["prediction"])),
                       Text(brief(tuned_answer["prediction"])), Text(base_answer["reference"]))
     console.print(table)

@@ -237,6 +237,12 @@ class EvalRecipe(JudgeArgs, EngineArgs):
     seed: int = Field(42, description="Seed for choosing few-shot examples.")
     json_schema: str | None = Field(None, description="A JSON schema file: every generated answer is JSON that it accepts (constrained decoding).")
     quiet: bool = Field(False, description="No progress bar.")
+    tools: list[Literal["calculator"]] = Field(
+        default_factory=list, description="Also run every condition with this tool, as `seedbed serve` runs it "
+        "(calculator: GSM8K `<<EXPR=` annotations completed exactly), as a row `NAME +calculator` beside the plain one.")
+    model_card: bool = Field(True, description="Write the table into the card (README.md) of each evaluated Seedbed model directory, in a section the next eval replaces.")
+    lm_eval: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks to run in process on each model (seedbed_csqa is shipped); --limit applies.")
+    lm_eval_include: list[str] = Field(default_factory=list, description="Directories of lm-eval task YAMLs, beside the shipped ones.")
 
     @model_validator(mode="after")
     def _shots_nonnegative(self):

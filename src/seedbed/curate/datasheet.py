@@ -2,8 +2,9 @@
 
 It answers the questions of "Datasheets for Datasets" (Gebru et al. 2018) that a curation run can answer:
 what went in, what came out, what was removed and why, with examples. One file with inline CSS and inline
-SVG, no script, font or network fetch, so it opens offline and can be mailed to a data owner. Every piece of
-text taken from the report is escaped: examples are user data and may hold markup.
+SVG, no script, font or network fetch (the house style of `seedbed.html_page`), so it opens offline and can be
+mailed to a data owner. Every piece of text taken from the report is escaped: examples are user data and may hold
+markup.
 
 >>> page = render_datasheet({"input_records": 3, "kept": {"total": 2}, "dropped": {"total": 1}})
 >>> "✓ 3 in = 2 kept + 1 dropped" in page
@@ -18,30 +19,11 @@ from typing import Any
 
 import yaml
 
+from seedbed.html_page import page
+
 ROW = 22  # px per bar in every chart: room for 12px text
 KEPT, DROPPED, BEFORE, INPUT = "#3d7ab8", "#d0574a", "#b8c2cc", "#6b7d8f"
 EXAMPLES_PER_REASON = 3  # enough to judge a rule, few enough to read
-
-CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2933;background:#f5f7fa;margin:0}
-main{max-width:1040px;margin:0 auto;padding:24px 32px 64px;background:#fff;min-height:100vh}
-h1{font-size:26px;margin:8px 0 4px}h2{font-size:19px;margin:36px 0 10px;border-bottom:2px solid #e4e7eb;padding-bottom:4px}
-h3{font-size:15px;margin:18px 0 6px}.meta{color:#616e7c;font-size:13px}
-.cards{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
-.card{flex:1 1 180px;border:1px solid #e4e7eb;border-radius:8px;padding:10px 14px}
-.card b{display:block;font-size:24px}.card span{color:#616e7c;font-size:13px}
-.ok{color:#1e7b34;font-weight:600}.bad{color:#fff;background:#c62828;padding:8px 12px;border-radius:6px;font-weight:700}
-.unknown{color:#8a6d00;font-weight:600}
-table{border-collapse:collapse;width:100%;font-size:13.5px;margin:6px 0}
-th,td{padding:5px 8px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
-th{background:#f0f3f6}td.n{text-align:right;font-variant-numeric:tabular-nums}tr.broken td{background:#fdecea}
-svg{display:block;max-width:100%;height:auto;margin:4px 0 10px}svg text{font:12px system-ui,sans-serif;fill:#1f2933}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:8px 28px}
-.example{border-left:3px solid #d0574a;background:#fafbfc;margin:6px 0;padding:6px 10px}
-.example pre{white-space:pre-wrap;word-break:break-word;margin:2px 0 0;font:12.5px/1.4 ui-monospace,Menlo,monospace}
-.example .id,code{font:12px ui-monospace,Menlo,monospace;color:#616e7c}
-details pre{background:#f5f7fa;padding:12px;overflow:auto;font:12.5px/1.4 ui-monospace,Menlo,monospace}
-"""
 
 
 def render_datasheet(report: dict[str, Any]) -> str:
@@ -56,9 +38,7 @@ def render_datasheet(report: dict[str, Any]) -> str:
         ("What was removed and why", _removed), ("What came out", _came_out),
         ("Personal data redacted", _redactions), ("Duplicate clusters", _duplicates),
         ("Examples of removed records", _examples), ("Recipe", _recipe)])
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Seedbed datasheet</title>'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
-            f"<body><main>{body}</main></body></html>\n")
+    return page("Seedbed datasheet", body)
 
 
 def _section(title: str, draw, report: dict) -> str:

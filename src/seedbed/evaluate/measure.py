@@ -123,7 +123,8 @@ def quality(name: str, model: str, engine: str, spec: dict) -> dict:
     if not spec["data"]:
         return {"loss": None, "accuracy": None, "format_rate": None, "n": 0}
     recipe = EvalRecipe(models=[f"{name}={model}"], data=spec["data"], shots=[0], limit=spec["limit"],
-                        max_new_tokens=spec["max_new_tokens"], engine=engine, threads=spec["threads"], quiet=True)
+                        max_new_tokens=spec["max_new_tokens"], engine=engine, threads=spec["threads"], quiet=True,
+                        model_card=False)  # compare measures; only `seedbed eval` writes into model cards
     row = evaluate(recipe).conditions[0]
     return {"loss": row.loss, "accuracy": row.accuracy, "format_rate": row.format_rate, "n": row.n}
 

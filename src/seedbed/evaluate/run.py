@@ -6,34 +6,45 @@
     seedbed eval --models tuned=runs/snips/model --data seedbed:data/snips_heldout.jsonl --shots 0 \
         --mapping.prompt "Turn this request into JSON: {text}" --mapping.response-json intent \
         --mapping.response-json slots
+    seedbed eval --models tuned=runs/gsm8k-calculator-cpu --data seedbed:data/gsm8k_demo_heldout.jsonl --shots 0 \
+        --tools calculator --out runs/eval
 
 Every condition (model x shots) answers the same questions, greedily, so rows differ only by model and prompt.
 The task (`--task`, by default chosen from the references) decides the scores (`answers.py`): gsm8k, the final
 number and the `####` form; json, exact match, each field's accuracy or F1, and valid JSON. Every task also
 reports how usable the answers are: the stop rate (answers that ended with the end-of-turn marker or a stop
 string rather than at max_new_tokens) and the repetition rate (a line or an 8-word run written three times).
+With `--tools calculator` each condition also runs as `seedbed serve` runs it with the calculator (every `<<EXPR=`
+the model opens is completed exactly), as a row `NAME +calculator`. Results: results.json, results.md,
+answers.jsonl and report.html in `--out`; the table also goes into each evaluated Seedbed model's card.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 
 from seedbed.atomic import atomic_write_text
 from seedbed.chat import Example, render_prompt
 from seedbed.errors import EvalError
 from seedbed.evaluate.answers import detect_task, is_repetitive, json_object, score_answers
+from seedbed.evaluate.card import write_card_section
 from seedbed.evaluate.fewshot import fewshot_messages
+from seedbed.evaluate.harness import HarnessScore, harness_section, harness_table, run_harness
+from seedbed.evaluate.report import Answer, Example as ReportExample, Section, render_report
 from seedbed.inference import load
-from seedbed.inference.generate import generate_requests
+from seedbed.inference.generate import generate_requests, generate_with_calculator
 from seedbed.inference.stops import Sampling
 from seedbed.models import parse_model_spec
 from seedbed.recipe import EvalRecipe, save_recipe
 
 SAMPLES_KEPT = 5  # answers shown per condition in results.json
+log = logging.getLogger("seedbed.eval")
 
 
 @dataclass
@@ -51,6 +62,7 @@ class ConditionResult:
     samples: list[dict]  # the first few {question, reference, prediction, correct, finish_reason}
     field_scores: dict[str, float] = field(default_factory=dict)  # json: {"intent acc": .., "slots F1": ..}
     answers: list[dict] = field(default_factory=list)  # every sample (answers.jsonl; not in results.json)
+    tools: list[str] = field(default_factory=list)  # the tools this row answered with (its name says so too)
 
 
 @dataclass
@@ -59,6 +71,8 @@ class EvalResult:
     data: list[str]
     n_questions: int
     task: str = "gsm8k"  # how the answers were scored: gsm8k or json
+    harness: list[HarnessScore] = field(default_factory=list)  # --lm-eval tasks' scores (evaluate/harness.py)
+    model_cards: list[str] = field(default_factory=list)  # the model cards (README.md) the table was written into
 
 
 def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None = None) -> EvalResult:
@@ -70,6 +84,11 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     """
     from seedbed.data.readers import read_examples
 
+    if recipe.lm_eval and not recipe.data:  # lm-eval's tasks only
+        result = EvalResult([], [], 0, harness=run_harness(recipe))
+        if recipe.out:
+            write_results(result, recipe)
+        return result
     if conditions is None:
         conditions = [(*parse_model_spec(spec), k) for spec in recipe.models for k in recipe.shots]
     if not conditions:
@@ -89,14 +108,36 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     if most_shots > len(pool):
         raise EvalError(f"{most_shots}-shot prompts need at least {most_shots} examples in the pool; it has {len(pool)}")
 
-    by_condition: dict[tuple[str, str, int], ConditionResult] = {}
+    by_condition: dict[tuple[str, str, int], list[ConditionResult]] = {}  # each: the plain row, then its tool rows
     for model_name in dict.fromkeys(model for _, model, _ in conditions):  # each model loaded once
         mine = [c for c in conditions if c[1] == model_name]
         by_condition.update(zip(mine, _evaluate_model(model_name, mine, questions, pool, recipe, task)))
-    result = EvalResult([by_condition[c] for c in conditions], [f.path for f in heldout.files], len(questions), task)
+    result = EvalResult([row for c in conditions for row in by_condition[c]], [f.path for f in heldout.files],
+                        len(questions), task, harness=run_harness(recipe) if recipe.lm_eval else [])
+    if recipe.model_card:
+        result.model_cards = update_model_cards(result)
     if recipe.out:
         write_results(result, recipe)
     return result
+
+
+def update_model_cards(result: EvalResult) -> list[str]:
+    """Put the table into the card of each evaluated model that is a Seedbed model directory (`card.py`), in place
+    of an earlier eval's; the cards written."""
+    written = []
+    for model in dict.fromkeys(c.model for c in result.conditions):
+        rows = ", ".join(dict.fromkeys(c.name for c in result.conditions if c.model == model))
+        section = (f"## Evaluation\n\n`seedbed eval` on {date.today().isoformat()}: {result.n_questions} held-out "
+                   f"questions from {', '.join(result.data)}, greedy answers scored as a {result.task} task. This "
+                   f"model's rows: {rows}.\n\n{markdown_table(result)}\n")
+        try:
+            card = write_card_section(model, section)
+        except OSError as e:  # a read-only model directory: the results are still written, the card is not
+            log.warning("could not write the eval table into %s's model card: %s", model, e)
+            continue
+        if card is not None:
+            written.append(str(card))
+    return written
 
 
 def task_for(task: str, questions: list[Example]) -> str:
@@ -112,7 +153,8 @@ def task_for(task: str, questions: list[Example]) -> str:
 
 
 def _evaluate_model(model_name: str, conditions: list[tuple[str, str, int]], questions: list[Example],
-                    pool: list[Example], recipe: EvalRecipe, task: str) -> list[ConditionResult]:
+                    pool: list[Example], recipe: EvalRecipe, task: str) -> list[list[ConditionResult]]:
+    """For each condition, its plain row followed by one row per tool in `recipe.tools` (same prompts)."""
     backend = load(model_name, recipe.engine, recipe.threads)
     tokenizer = backend.tokenizer
     held = backend.heldout_loss(questions, max_length=recipe.max_length, batch_size=recipe.batch_size)
@@ -122,22 +164,52 @@ def _evaluate_model(model_name: str, conditions: list[tuple[str, str, int]], que
     results = []
     for name, _, shots in conditions:
         prompts = [render_prompt(tokenizer, fewshot_messages(q, pool, shots, recipe.seed)) for q in questions]
-        with _progress(f"{name} {shots}-shot", len(prompts), recipe.quiet) as advance:
-            answers = generate_requests(backend, prompts, sampling, recipe.batch_size, progress=advance)
-        predictions = [a.text for a in answers]
-        correct, valid, field_scores = score_answers(task, predictions, references)
-        samples = [{"question": q.prompt_messages()[-1]["content"], "reference": r, "prediction": a.text,
-                    "correct": c, "finish_reason": a.finish_reason}
-                   for q, r, a, c in zip(questions, references, answers, correct)]
-        n = len(questions)
-        results.append(ConditionResult(
-            name=name, model=model_name, shots=shots, n=n, accuracy=sum(correct) / n, format_rate=sum(valid) / n,
-            stop_rate=sum(a.finish_reason == "stop" for a in answers) / n,
-            repetition_rate=sum(map(is_repetitive, predictions)) / n,
-            loss=loss, perplexity=None if loss is None else held["perplexity"], samples=samples[:SAMPLES_KEPT],
-            field_scores=field_scores, answers=samples,
-        ))
+        rows = []
+        for tool in [None, *recipe.tools]:
+            label = name if tool is None else f"{name} +{tool}"
+            with _progress(f"{label} {shots}-shot", len(prompts), recipe.quiet) as advance:
+                # The calculator runs as `seedbed serve` runs it: the same annotation loop, stops and limits.
+                generate_all = generate_requests if tool is None else generate_with_calculator
+                answers = generate_all(backend, prompts, sampling, recipe.batch_size, progress=advance)
+            predictions = [a.text for a in answers]
+            correct, valid, field_scores = score_answers(task, predictions, references)
+            if sampling.json_schema is not None:
+                field_scores["schema-valid"] = sum(map(schema_checker(sampling.json_schema), predictions)) / len(predictions)
+            samples = [{"question": q.prompt_messages()[-1]["content"], "reference": r, "prediction": a.text,
+                        "correct": c, "finish_reason": a.finish_reason}
+                       | ({} if tool is None else {"tool_calls": [asdict(call) for call in a.calls]})
+                       for q, r, a, c in zip(questions, references, answers, correct)]
+            n = len(questions)
+            rows.append(ConditionResult(
+                name=label, model=model_name, shots=shots, n=n, accuracy=sum(correct) / n,
+                format_rate=sum(valid) / n, stop_rate=sum(a.finish_reason == "stop" for a in answers) / n,
+                repetition_rate=sum(map(is_repetitive, predictions)) / n,
+                loss=loss, perplexity=None if loss is None else held["perplexity"], samples=samples[:SAMPLES_KEPT],
+                field_scores=field_scores, answers=samples, tools=[] if tool is None else [tool],
+            ))
+        results.append(rows)
     return results
+
+
+def schema_checker(schema: dict):
+    """A test of one answer: is the whole of it JSON that `schema` accepts? (jsonschema judges, not the decoder
+    that was constrained by the same schema.)
+
+    >>> check = schema_checker({"type": "object", "required": ["intent"]})
+    >>> check('{"intent": "PlayMusic"}'), check('{"slots": []}'), check('{"intent": "x"} and more')
+    (True, False, False)
+    """
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema)
+
+    def check(answer: str) -> bool:
+        try:
+            return validator.is_valid(json.loads(answer))
+        except ValueError:
+            return False
+
+    return check
 
 
 @contextmanager
@@ -171,17 +243,46 @@ def markdown_table(result: EvalResult) -> str:
     """
     from seedbed.evaluate.tables import markdown_table as render_table
 
+    if not result.conditions:
+        return harness_table(result.harness)
+    return render_table(*table_cells(result)) + (f"\n\n{harness_table(result.harness)}" if result.harness else "")
+
+
+def table_cells(result: EvalResult) -> tuple[list[str], list[list[str]]]:
+    """The headers and formatted cells of the results table (Markdown in results.md, HTML in report.html)."""
     fields = list(dict.fromkeys(k for c in result.conditions for k in c.field_scores))
     score, form = ("exact match", "valid JSON") if result.task == "json" else ("accuracy", "follows format")
-    return render_table(
-        ["condition", "model", "shots", "n", score, *fields, form, "stop rate", "repetition", "held-out loss",
-         "perplexity"],
-        [[c.name, c.model, c.shots, c.n, f"{c.accuracy:.1%}",
-          *(f"{c.field_scores[f]:.1%}" if f in c.field_scores else "-" for f in fields),
-          f"{c.format_rate:.1%}", f"{c.stop_rate:.1%}", f"{c.repetition_rate:.1%}",
-          "-" if c.loss is None else f"{c.loss:.3f}", "-" if c.perplexity is None else f"{c.perplexity:.2f}"]
-         for c in result.conditions],
-    )
+    headers = ["condition", "model", "shots", "n", score, *fields, form, "stop rate", "repetition", "held-out loss",
+               "perplexity"]
+    rows = [[c.name, c.model, c.shots, c.n, f"{c.accuracy:.1%}",
+             *(f"{c.field_scores[f]:.1%}" if f in c.field_scores else "-" for f in fields),
+             f"{c.format_rate:.1%}", f"{c.stop_rate:.1%}", f"{c.repetition_rate:.1%}",
+             "-" if c.loss is None else f"{c.loss:.3f}", "-" if c.perplexity is None else f"{c.perplexity:.2f}"]
+            for c in result.conditions]
+    return headers, rows
+
+
+def report_section(result: EvalResult) -> Section:
+    """The task's results as a section of report.html: the table, then each question with every condition's
+    answer (right or not, finish reason, calculator calls)."""
+    headers, rows = table_cells(result)
+    examples = []
+    for i in range(result.n_questions):
+        first = result.conditions[0].answers[i]
+        examples.append(ReportExample(first["question"], first["reference"], [
+            Answer(f"{c.name} ({c.shots}-shot)", c.answers[i]["prediction"], c.answers[i]["correct"],
+                   _answer_details(c.answers[i])) for c in result.conditions]))
+    return Section(f"Scores: {result.task}", f"Scored as a {result.task} task: {SCORING[result.task]}. Each "
+                   "example's prompt is its question; k-shot conditions saw k solved examples before it.",
+                   headers, [[str(cell) for cell in row] for row in rows], examples)
+
+
+def _answer_details(answer: dict) -> dict[str, str]:
+    details = {"finish reason": str(answer["finish_reason"])}
+    if "tool_calls" in answer:  # a +calculator row: every annotation it completed, as written into the answer
+        calls = [f"<<{call['expression']}={call['value']}>>" for call in answer["tool_calls"]]
+        details["calculator"] = "; ".join(calls) or "not called"
+    return details
 
 
 SCORING = {
@@ -190,13 +291,14 @@ SCORING = {
     "json": "exact match: the JSON object the answer opens with (whatever follows it) equals the reference's, key "
             "and list order ignored; "
             "`<field> acc`: that field is right; `<field> F1`: micro F1 over that list's elements; "
-            "valid JSON: the answer, as it stands, parses to an object",
+            "valid JSON: the answer, as it stands, parses to an object; schema-valid (with --json-schema): "
+            "the answer, as it stands, is JSON the schema accepts (checked by jsonschema)",
 }
 
 
 def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
-    """results.json (the table's numbers), results.md (the table), answers.jsonl (every answer) and recipe.yaml
-    into `recipe.out`."""
+    """results.json (the table's numbers), results.md (the table), answers.jsonl (every answer), report.html (the
+    table and every answer, to read) and recipe.yaml into `recipe.out`."""
     out = Path(recipe.out)
     summary = asdict(result)
     for condition in summary["conditions"]:
@@ -210,6 +312,17 @@ def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
                f"greedy answers, scored as a {result.task} task: {SCORING[result.task]}. "
                f"Stop rate: answers that ended with the end-of-turn marker or a stop string, not at "
                f"{recipe.max_new_tokens} new tokens; repetition: answers with a line or an 8-word run written "
-               "three times or more. Every answer: answers.jsonl.\n\n")
+               "three times or more. Every answer: answers.jsonl, and report.html to read."
+               + (" `+calculator` rows: the same prompts, answered with every GSM8K annotation (`<<EXPR=`) completed "
+                  "exactly by the calculator, as `seedbed serve` completes it." if recipe.tools else "") + "\n\n")
+    if not result.conditions:
+        summary = ("# Evaluation\n\nlm-evaluation-harness tasks, run in process on lm-eval's Hugging Face model "
+                   "(the tasks' YAMLs: lm_eval_tasks/).\n\n")
     atomic_write_text(out / "results.md", summary + markdown_table(result) + "\n")
+    # Other kinds of result add their own sections to this list.
+    sections = ([report_section(result)] if result.conditions else []) + (
+        [harness_section(result.harness)] if result.harness else [])
+    meta = (f"{result.n_questions} held-out questions from {', '.join(result.data)}; greedy answers, at most "
+            f"{recipe.max_new_tokens} new tokens." if result.conditions else "lm-evaluation-harness tasks.")
+    atomic_write_text(out / "report.html", render_report("Seedbed evaluation", sections, meta=meta))
     save_recipe(recipe, out / "recipe.yaml", "eval")

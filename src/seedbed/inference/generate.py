@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 from seedbed.chat import render_prompt
 from seedbed.inference import Backend, load
+from seedbed.inference.annotations import AnnotatedAnswer
 from seedbed.inference.request import Request
 from seedbed.inference.stops import Sampling
 
@@ -41,15 +42,45 @@ def generate_requests(backend: Backend, prompts: list[str], sampling: Sampling, 
     >>> [(r.finish_reason, r.completion_tokens) for r in generate_requests(backend, prompts, Sampling(greedy=True))]  # doctest: +SKIP
     [('stop', 9), ('length', 256)]
     """
-    done: list[Request] = []
+    requests = [request_for(backend, p, sampling) for p in prompts]
+    decode_in_batches(backend, requests, batch_size, progress)
+    return requests
+
+
+def decode_in_batches(backend: Backend, requests: list[Request], batch_size: int = 8,
+                      progress: Callable[[int], None] | None = None) -> None:
+    """Decode `requests` to their end, `batch_size` (at most the backend's `max_batch`) at a time."""
     step = max(1, min(batch_size, backend.max_batch))
-    for start in range(0, len(prompts), step):
-        requests = [request_for(backend, p, sampling) for p in prompts[start : start + step]]
-        backend.decode(requests)
-        done += requests
+    for start in range(0, len(requests), step):
+        backend.decode(requests[start : start + step])
         if progress:
-            progress(len(done))
-    return done
+            progress(min(start + step, len(requests)))
+
+
+def generate_with_calculator(backend: Backend, prompts: list[str], sampling: Sampling, batch_size: int = 8,
+                             progress: Callable[[int], None] | None = None) -> list[AnnotatedAnswer]:
+    """`generate_requests` with GSM8K calculator annotations completed exactly, by the loop `seedbed serve` runs
+    (`annotations.AnnotatedAnswer`): in each round every unfinished answer decodes, batched, up to its next
+    `<<EXPR=`, which gets its value; rounds go on until every answer is done. Each answer has its `text`, `calls`,
+    `finish_reason` and `completion_tokens`.
+
+    >>> [a.calls for a in generate_with_calculator(backend, prompts, Sampling(greedy=True))]  # doctest: +SKIP
+    [[CalculatorCall(expression='48/2', value='24')], []]
+    """
+    tokenizer = backend.tokenizer
+    answers = [AnnotatedAnswer(tokenizer(p, add_special_tokens=False)["input_ids"], tokenizer) for p in prompts]
+    while unfinished := [a for a in answers if not a.done]:
+        requests = []
+        for answer in unfinished:
+            request = Request.from_sampling(answer.next_ids(), sampling, tokenizer)
+            request.stop_when, request.max_tokens = answer.stop_when(), answer.budget(sampling.max_new_tokens)
+            requests.append(request)
+        decode_in_batches(backend, requests, batch_size)
+        for answer, request in zip(unfinished, requests):
+            answer.take(request.text, request.finish_reason, request.completion_tokens)
+        if progress:
+            progress(sum(a.done for a in answers))
+    return answers
 
 
 def stream(backend: Backend, prompt: str, sampling: Sampling) -> Iterator[str]:

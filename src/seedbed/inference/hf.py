@@ -110,6 +110,7 @@ class TorchBackend:
             r.end("cancelled")
             return True
         r.completion_tokens += 1
+        r.tokens.append(token)
         at_limit = r.completion_tokens >= r.max_tokens or len(r.prompt_ids) + r.completion_tokens >= self.max_context
         complete = constraint is not None and constraint.accept(token)
         piece, finish = tracker.push(token, at_limit, complete)

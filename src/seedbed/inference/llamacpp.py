@@ -190,6 +190,7 @@ class LlamaCppBackend:
                     r.end("cancelled")
                     return
                 r.completion_tokens += 1
+                r.tokens.append(token)
                 # Under a grammar an end-of-generation token is allowed only once the JSON is complete: the row
                 # ends there even if the tokenizer does not name that token an end of turn.
                 complete = gate is not None and self.llama_cpp.llama_vocab_is_eog(vocab, token)

@@ -36,6 +36,7 @@ class Request:
     on_error: Callable[[BaseException], None] = _ignore  # the backend failed before the request ended
     # Filled in while decoding:
     text: str = ""
+    tokens: list[int] = field(default_factory=list)  # the sampled ids, in order (what logprobs score)
     completion_tokens: int = 0
     finish_reason: str | None = None
     cancelled: bool = False

@@ -17,7 +17,7 @@ from fastapi import Request as HTTPRequest
 
 from seedbed.chat import render_prompt
 from seedbed.errors import ToolError
-from seedbed.serve.calculator import CalculatorError, calculate, pending_annotation
+from seedbed.inference.annotations import AnnotatedAnswer
 from seedbed.serve.engine import Engine
 from seedbed.serve.grounding import ground
 from seedbed.serve.metrics import ServerMetrics
@@ -30,7 +30,6 @@ from seedbed.serve.tools import (
 )
 
 log = logging.getLogger("seedbed.serve")
-MAX_ANNOTATIONS = 16  # calculator completions per answer: bounds a model that loops on `<<`
 MAX_TOOL_STEPS = 4
 
 
@@ -68,29 +67,21 @@ def prompt_ids(engine: Engine, messages: list[dict]) -> list[int]:
 
 async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool,
                  json_schema: dict | None = None):
-    """Generate one assistant reply; with `calculator`, complete each `<<EXPR=` annotation exactly on the way; with
-    `json_schema`, the reply is JSON the schema accepts."""
+    """Generate one assistant reply; with `calculator`, complete each `<<EXPR=` annotation exactly on the way
+    (`seedbed.inference.annotations`, the loop `seedbed eval --tools calculator` runs too); with `json_schema`, the
+    reply is JSON the schema accepts."""
     prompt = prompt_ids(engine, messages)
-    text, total = "", None
-    for _ in range(MAX_ANNOTATIONS + 1):
-        ids = prompt + (engine.tokenizer(text, add_special_tokens=False)["input_ids"] if text else [])
-        request = new_request(config, engine, ids, body, body.max_completion_tokens or body.max_tokens,
-                              stop_when=(lambda t: pending_annotation(text + t) is not None) if calculator else None,
-                              json_schema=json_schema)
-        if total is not None:
-            request.max_tokens = max(1, request.max_tokens - total.completion_tokens)
-        text += await complete_within_limits(engine, request, config, http)
+    reply, total = AnnotatedAnswer(prompt, engine.tokenizer, calculator), None
+    while not reply.done:
+        request = new_request(config, engine, reply.next_ids(), body, body.max_completion_tokens or body.max_tokens,
+                              stop_when=reply.stop_when(), json_schema=json_schema)
+        request.max_tokens = reply.budget(request.max_tokens)
+        reply.take(await complete_within_limits(engine, request, config, http), request.finish_reason,
+                   request.completion_tokens)
         request.prompt_ids = prompt  # usage counts the user's prompt once
-        request.completion_tokens += total.completion_tokens if total else 0
+        request.completion_tokens = reply.completion_tokens
         total = request
-        expression = pending_annotation(text) if calculator and request.finish_reason == "stop" else None
-        if expression is None:
-            break
-        try:
-            text += f"{calculate(expression)}>>"
-        except CalculatorError:
-            text += "?>>"  # the model wrote something no calculator computes; say so in place and go on
-    return text, total
+    return reply.text, total
 
 
 async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics: ServerMetrics):

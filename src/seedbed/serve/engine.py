@@ -16,8 +16,9 @@ import queue
 import threading
 import time
 
-from seedbed.inference import Backend
+from seedbed.inference import Backend, TokenScore
 from seedbed.inference.request import Request
+
 
 class Engine:
     """A named model: its backend, the queue of requests waiting for it, and the worker that batches them."""
@@ -29,6 +30,9 @@ class Engine:
         self.waiting: queue.Queue[Request] = queue.Queue()
         self.running = 0  # requests being decoded now
         self.created = int(time.time())
+        # The worker's decode and `score` (run in a request's thread) take turns on the model: a torch model's
+        # forward passes and llama.cpp's one context are not safe to share between threads.
+        self.model_lock = threading.Lock()
         threading.Thread(target=self.work, daemon=True, name=f"engine-{name}").start()
 
     @property
@@ -60,7 +64,8 @@ class Engine:
                 continue
             self.running = len(batch)
             try:
-                self.backend.decode(batch)
+                with self.model_lock:
+                    self.backend.decode(batch)
             except Exception as error:  # a failure of ours must reach the clients, not kill the worker
                 for r in batch:
                     if r.finish_reason is None:
@@ -93,3 +98,24 @@ class Engine:
 
     async def complete(self, request: Request) -> str:
         return "".join([piece async for piece in self.stream(request)])
+
+    async def score(self, job: "ScoreJob") -> list[list[TokenScore]]:
+        """`Backend.score` of the job's sequences, off the event loop and never while the worker decodes; a job
+        cancelled while it waited for the model (its client left or ran out of time) is not run."""
+
+        def run():
+            with self.model_lock:
+                if job.cancelled:
+                    return []
+                return self.backend.score(job.sequences, job.starts, job.top_k)
+
+        return await asyncio.to_thread(run)
+
+
+class ScoreJob:
+    """Sequences to score (`Backend.score`'s arguments) and whether their client still wants them."""
+
+    def __init__(self, sequences: list[list[int]], starts: list[int], top_k: int):
+        self.sequences, self.starts, self.top_k = sequences, starts, top_k
+        self.cancelled = False
+        self.started = time.monotonic()

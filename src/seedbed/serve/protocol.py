@@ -17,7 +17,8 @@ from fastapi.responses import StreamingResponse
 
 from seedbed.inference.request import Request
 from seedbed.inference.stops import SchemaError, check_schema
-from seedbed.serve.engine import Engine
+from seedbed.inference.scores import TokenScore
+from seedbed.serve.engine import Engine, ScoreJob
 from seedbed.serve.metrics import ServerMetrics
 
 
@@ -28,6 +29,8 @@ class Limits:
     default_max_tokens: int = 512
     max_body_bytes: int = 1_000_000
     request_timeout_s: float = 300.0
+    max_prompts: int = 64  # prompts in one /v1/completions request (lm-eval batches several per request)
+    max_batch_tokens: int = 65_536  # their tokens together, completions' max_tokens included
 
 
 @dataclass
@@ -97,7 +100,20 @@ async def response_schema(engine: Engine, body) -> dict | None:
 async def complete_within_limits(engine: Engine, request: Request, config: ServerConfig,
                                  http: HTTPRequest | None) -> str:
     """The whole completion, cancelled if the client disconnects or the request outlives its time limit."""
-    task = asyncio.ensure_future(engine.complete(request))
+    return await within_limits(engine.complete(request), request, config, http, "generation")
+
+
+async def score_within_limits(engine: Engine, job: ScoreJob, config: ServerConfig,
+                              http: HTTPRequest | None) -> list[list[TokenScore]]:
+    """`engine.score(job)`, given up (and the job skipped if it has not started) as a completion is."""
+    return await within_limits(engine.score(job), job, config, http, "scoring")
+
+
+async def within_limits(work, request: Request | ScoreJob, config: ServerConfig, http: HTTPRequest | None,
+                        what: str):
+    """Await `work` for `request`; if the client disconnects or the time limit passes, mark the request
+    cancelled (the worker drops it) and answer 499 or 408."""
+    task = asyncio.ensure_future(work)
     try:
         while not task.done():
             await asyncio.wait({task}, timeout=0.25)
@@ -108,8 +124,8 @@ async def complete_within_limits(engine: Engine, request: Request, config: Serve
             if time.monotonic() - request.started > config.limits.request_timeout_s:
                 request.cancelled = True
                 task.cancel()
-                raise APIError(408, f"generation took over {config.limits.request_timeout_s:.0f} s; ask for "
-                               "fewer max_tokens", "timeout_error", code="timeout")
+                raise APIError(408, f"{what} took over {config.limits.request_timeout_s:.0f} s; ask for "
+                               "fewer or shorter prompts or fewer max_tokens", "timeout_error", code="timeout")
         return task.result()
     finally:
         if not task.done():

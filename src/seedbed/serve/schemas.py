@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from seedbed.inference.scores import MAX_TOP
 from seedbed.inference.stops import JSON_OBJECT
 
 
@@ -89,9 +90,13 @@ class ChatCompletionRequest(Sampled):
 
 
 class CompletionRequest(Sampled):
-    prompt: str | list[str]
-    max_tokens: int = Field(16, ge=1)  # OpenAI's default for /v1/completions
+    # A text, several texts, one prompt as token ids, or several (lm-eval sends token ids, several per request).
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int = Field(16, ge=0)  # OpenAI's default for /v1/completions; 0 (with echo) scores the prompt only
     echo: bool = False
+    # OpenAI's legacy logprobs: the log-probability of each token and of the `logprobs` likeliest there. OpenAI
+    # allows 0..5; we allow as many as scoring returns.
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP)
 
 
 class EmbeddingRequest(Body):

@@ -23,7 +23,7 @@ from typing import Callable
 import yaml
 
 from seedbed.errors import ToolError
-from seedbed.serve.calculator import calculate
+from seedbed.inference.calculator import calculate
 
 NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names
 CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)

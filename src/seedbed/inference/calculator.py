@@ -1,7 +1,8 @@
 """Exact arithmetic for models that cannot do it: an AST whitelist evaluated over fractions, never `eval`.
 
-A model fine-tuned on GSM8K writes calculator annotations (`48/2 = <<48/2=24>>24`); the server stops it at
-`<<48/2=`, computes the value here and appends `24>>` itself.
+A model fine-tuned on GSM8K writes calculator annotations (`48/2 = <<48/2=24>>24`); `seedbed serve` and
+`seedbed eval --tools calculator` stop it at `<<48/2=`, compute the value here and append `24>>` themselves
+(`annotations.py` is that loop, written once for both).
 
     >>> calculate("48/2")
     '24'
@@ -204,7 +205,7 @@ def complete_annotations(text: str) -> str:
 def pending_annotation(text: str) -> str | None:
     """The expression of an annotation the text has opened and not valued yet (it ends `<<EXPR=`), else None.
 
-    The server calls this after every generated token, so it looks only at the text's tail.
+    The decode loop calls this after every generated token, so it looks only at the text's tail.
 
     >>> pending_annotation("so she sold <<48/2="), pending_annotation("so <<48/2=24>>24")
     ('48/2', None)
