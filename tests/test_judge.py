@@ -317,6 +317,18 @@ def test_cli_judged_eval_on_tiny_models_with_an_endpoint_and_a_local_judge(tiny_
     assert {r["judge"] for r in records} == {f"{url}/v1 (scripted-judge)", str(tiny_model)}
     assert all({"prompt", "answer_first", "answer_second", "reply", "verdict", "problem"} <= r.keys() for r in records)
 
+    # --judge-verdict-only: the same tiny judge, constrained to a verdict, gives one every time (kept apart from
+    # its free-form judgments above: another judge name).
+    result = runner.invoke(app, args + ["--judge", str(tiny_model), "--judge-max-tokens", "16", "--judge-verdict-only"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    row = saved["pairs"][0]
+    assert saved["judge"] == f"{tiny_model} (verdict only)" and row["malformed"] == row["refusal"] == 0
+    verdicts = [json.loads(line) for line in (out / JUDGMENTS).read_text().splitlines()]
+    verdicts = [r for r in verdicts if r["judge"] == saved["judge"]]
+    assert len(verdicts) == 6 and all(r["reply"] in ('"[[A]]"', '"[[B]]"', '"[[C]]"') for r in verdicts)
+    assert all(r["verdict"] in ("A", "B", "tie") for r in verdicts)
+
     result = runner.invoke(app, ["eval", "--judge", "x", "--models", f"one={tiny_model}", "--models",
                                  f"two={tiny_model}", "--quiet"])
     assert result.exit_code == 2 and "--judge needs --out" in result.output

@@ -210,6 +210,7 @@ class JudgeArgs(Stage):
     judge_timeout: float = Field(60.0, gt=0, description="Seconds to wait for one judge reply.")
     judge_retries: int = Field(2, ge=0, description="Retries of a judge request that timed out or failed (HTTP errors).")
     judge_max_tokens: int = Field(512, ge=16, description="Most tokens in the judge's reply (its explanation and verdict).")
+    judge_verdict_only: bool = Field(False, description="Constrain the judge's reply to one verdict, \"[[A]]\", \"[[B]]\" or \"[[C]]\" (JSON-schema constrained decoding; response_format for a URL): for small judges that cannot keep the format. The judge then writes no explanation.")
     prompts: list[str] = Field(default_factory=list, description="JSONL/CSV files of your own prompts to judge on (default: MT-Bench's 80 first turns, shipped).")
     prompt_field: str = Field("prompt", description="The field of --prompts records that holds the prompt (an `id` field, if present, names it).")
     votes: list[str] = Field(default_factory=list, description="JSONL files of human votes: {prompt_id, model_a, model_b, winner: A|B|tie}.")

@@ -93,13 +93,20 @@ def read_verdict(reply: Reply) -> tuple[str | None, str | None]:
     return None, "malformed"
 
 
+# A verdict and nothing else, as a JSON string ("[[A]]"): what `--judge-verdict-only` constrains a judge's reply to.
+# The reply still parses as every other (`parse_verdict` finds the one marker in it), so the store and the ratings do
+# not care how a verdict was obtained; the judge's name says it (judgments are kept per judge).
+VERDICT_SCHEMA = {"type": "string", "enum": ["[[A]]", "[[B]]", "[[C]]"]}
+VERDICT_ONLY = " (verdict only)"
+
+
 class EndpointJudge:
     """A judge behind an OpenAI-compatible chat API (a `seedbed serve`, llama-server, a provider), asked through the
     official `openai` SDK: greedy (temperature 0), `timeout` seconds per request and `retries` retries (the SDK's
     own, with its backoff) before a reply counts as "timeout" or "http"."""
 
     def __init__(self, url: str, model: str | None, api_key: str | None, timeout: float, retries: int,
-                 max_tokens: int):
+                 max_tokens: int, verdict_only: bool = False):
         try:
             import openai
         except ImportError:
@@ -108,7 +115,9 @@ class EndpointJudge:
         self.client = openai.OpenAI(base_url=url, api_key=api_key or "none", timeout=timeout, max_retries=retries)
         self.max_tokens = max_tokens
         self.model = model or self._first_model(url)
-        self.name = f"{url} ({self.model})"
+        self.name = f"{url} ({self.model})" + (VERDICT_ONLY if verdict_only else "")
+        self.extra = {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "verdict", "schema": VERDICT_SCHEMA}}} if verdict_only else {}
 
     def _first_model(self, url: str) -> str:
         try:
@@ -125,7 +134,7 @@ class EndpointJudge:
     def _ask_one(self, chat: list[dict[str, str]]) -> Reply:
         try:
             response = self.client.chat.completions.create(
-                model=self.model, messages=chat, temperature=0, max_tokens=self.max_tokens)
+                model=self.model, messages=chat, temperature=0, max_tokens=self.max_tokens, **self.extra)
         except self.openai.APITimeoutError as e:
             return Reply(None, "timeout", str(e))
         except self.openai.OpenAIError as e:  # status errors, connection errors, unreadable bodies
@@ -143,14 +152,16 @@ class LocalJudge:
     """A local model (a name, a directory or a .gguf) as the judge, run through `seedbed.inference` like every
     model that answers: greedy, `max_tokens` new tokens, `batch_size` chats at a time."""
 
-    def __init__(self, model: str, engine: str, threads: int | None, max_tokens: int, batch_size: int):
+    def __init__(self, model: str, engine: str, threads: int | None, max_tokens: int, batch_size: int,
+                 verdict_only: bool = False):
         from seedbed.inference import load
         from seedbed.inference.stops import Sampling
 
         self.backend = load(model, engine, threads)
-        self.sampling = Sampling(greedy=True, max_new_tokens=max_tokens)
+        self.sampling = Sampling(greedy=True, max_new_tokens=max_tokens,
+                                 json_schema=VERDICT_SCHEMA if verdict_only else None)
         self.batch_size = batch_size
-        self.name = model
+        self.name = model + (VERDICT_ONLY if verdict_only else "")
 
     def ask(self, chats: list[list[dict[str, str]]]) -> list[Reply]:
         from seedbed.chat import render_prompt
@@ -169,5 +180,7 @@ def judge_for(recipe) -> Judge:
     local model."""
     if is_url(recipe.judge):
         return EndpointJudge(recipe.judge, recipe.judge_model, os.environ.get(recipe.judge_key_env),
-                             recipe.judge_timeout, recipe.judge_retries, recipe.judge_max_tokens)
-    return LocalJudge(recipe.judge, recipe.engine, recipe.threads, recipe.judge_max_tokens, recipe.batch_size)
+                             recipe.judge_timeout, recipe.judge_retries, recipe.judge_max_tokens,
+                             recipe.judge_verdict_only)
+    return LocalJudge(recipe.judge, recipe.engine, recipe.threads, recipe.judge_max_tokens, recipe.batch_size,
+                      recipe.judge_verdict_only)
