@@ -72,3 +72,21 @@ def test_llama_cpp_scores_equal_torch_at_f32(backend, tiny_model, tmp_path):
         assert [s.token for s in a] == [s.token for s in b]
         assert [s.logprob for s in a] == pytest.approx([s.logprob for s in b], abs=1e-3)
         assert [s.top[0][0] for s in a] == [s.top[0][0] for s in b]
+
+
+def test_sequences_sharing_a_context_score_as_alone(backend, monkeypatch):
+    import seedbed.inference.hf as hf
+
+    context = encode(backend, "Q: What do people aim to do at work?\nA:")
+    choices = [" Complete the job.", " Learn from each other, mostly.", " Talk."]
+    sequences = [context + backend.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+    starts = [len(context)] * 3
+    alone = [backend.score([ids], [start], top_k=2)[0] for ids, start in zip(sequences, starts)]
+    shared = backend.score(sequences, starts, top_k=2)  # one context: run once, its cache copied per choice
+    monkeypatch.setattr(hf, "SCORED_PER_FORWARD", 8)  # and in batches of fewer choices
+    batched = backend.score(sequences, starts, top_k=2)
+    for a, b, c in zip(alone, shared, batched):
+        assert [s.token for s in a] == [s.token for s in b] == [s.token for s in c]
+        assert [s.logprob for s in b] == pytest.approx([s.logprob for s in a], abs=1e-4)
+        assert [s.logprob for s in c] == pytest.approx([s.logprob for s in a], abs=1e-4)
+        assert [s.top[0][0] for s in b] == [s.top[0][0] for s in a]

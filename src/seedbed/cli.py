@@ -87,11 +87,18 @@ def eval_cmd(recipe: EvalRecipe):
 
     Example: seedbed eval --models base=gemma-3-270m --models tuned=runs/my-model --data heldout.jsonl
              --pool train.jsonl --shots 0 --shots 3 --limit 50 --out runs/eval
+             seedbed eval --models base=gemma-3-270m --likelihood truthfulqa_mc1 --likelihood truthfulqa_mc2
+             --likelihood commonsenseqa --limit 100 --out runs/knowledge
     """
     from seedbed.evaluate import evaluate, markdown_table
 
     result = evaluate(recipe)
-    console.print(markdown_table(result), markup=False, highlight=False)
+    if result.conditions:
+        console.print(markdown_table(result), markup=False, highlight=False)
+    if result.likelihood:
+        from seedbed.evaluate.likelihood import markdown_table as likelihood_table
+
+        console.print(likelihood_table(result.likelihood), markup=False, highlight=False)
     if recipe.out:
         console.print(f"Results in {recipe.out}/results.json and results.md")
 

@@ -117,6 +117,9 @@ class FieldMapping(Stage):
         return self
 
 
+TRUTHFULNESS_QUESTIONS = 200  # TrainArgs.truthfulness_questions' default (see the comment there)
+
+
 class TrainArgs(Stage):
     """What every training stage (finetune, distill) is given: data, output, schedule, checkpoints, resuming.
 
@@ -153,6 +156,9 @@ class TrainArgs(Stage):
     seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
     resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
     quiet: bool = Field(False, description="No progress bar.")
+    # A seeded subset, not all 817: measured on Gemma 3 270M on 2 CPU cores (BENCHMARKS.md, "Truthfulness and
+    # knowledge by likelihood"), so the demo stays in its budget; the base's figure is cached per base.
+    truthfulness_questions: int = Field(TRUTHFULNESS_QUESTIONS, ge=0, description="After training, TruthfulQA MC1/MC2 on this many seeded questions for the model and its base, on the model card (0: off).")
 
 
 class FinetuneRecipe(TrainArgs):
@@ -200,6 +206,10 @@ class GenerateRecipe(EngineArgs):
     json_schema: str | None = Field(None, description="A JSON schema file: the answer is JSON that it accepts (constrained decoding).")
 
 
+# `seedbed eval --likelihood` tasks (seedbed.evaluate.mc_tasks.TASKS; a test keeps the two lists equal).
+LikelihoodTask = Literal["truthfulqa_mc1", "truthfulqa_mc2", "commonsenseqa"]
+
+
 class EvalRecipe(EngineArgs):
     """Held-out loss, the task's scores (GSM8K or JSON) and usability (stop, repetition), zero- and few-shot, for
     one or more models on the same questions."""
@@ -221,6 +231,9 @@ class EvalRecipe(EngineArgs):
     seed: int = Field(42, description="Seed for choosing few-shot examples.")
     json_schema: str | None = Field(None, description="A JSON schema file: every generated answer is JSON that it accepts (constrained decoding).")
     quiet: bool = Field(False, description="No progress bar.")
+    likelihood: list[LikelihoodTask] = Field(
+        default_factory=list, description="Multiple-choice tasks scored by log-likelihood, as lm-eval: "
+        "truthfulqa_mc1, truthfulqa_mc2, commonsenseqa (repeat; --limit applies; runs without --data too).")
 
     @model_validator(mode="after")
     def _shots_nonnegative(self):

@@ -59,6 +59,7 @@ class EvalResult:
     data: list[str]
     n_questions: int
     task: str = "gsm8k"  # how the answers were scored: gsm8k or json
+    likelihood: list = field(default_factory=list)  # likelihood.TaskResult per model and --likelihood task
 
 
 def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None = None) -> EvalResult:
@@ -69,13 +70,19 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     >>> evaluate(EvalRecipe(models=["base=gemma-3-270m"], data=["heldout.jsonl"], pool=["train.jsonl"]))  # doctest: +SKIP
     """
     from seedbed.data.readers import read_examples
+    from seedbed.evaluate.likelihood import evaluate_likelihood
 
+    if recipe.likelihood and not recipe.data:  # multiple choice only: no generated answers
+        result = EvalResult([], [], 0, likelihood=evaluate_likelihood(recipe, _progress))
+        if recipe.out:
+            write_results(result, recipe)
+        return result
     if conditions is None:
         conditions = [(*parse_model_spec(spec), k) for spec in recipe.models for k in recipe.shots]
     if not conditions:
         raise EvalError("nothing to evaluate: give at least one model and one shots count")
     if not recipe.data:
-        raise EvalError("no held-out data: give --data files with reference answers")
+        raise EvalError("no held-out data: give --data files with reference answers, or --likelihood tasks")
     heldout = read_examples(recipe.data, recipe.mapping)
     questions = [e for e in heldout.examples if e.is_chat][: recipe.limit]
     if not questions:
@@ -94,6 +101,8 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
         mine = [c for c in conditions if c[1] == model_name]
         by_condition.update(zip(mine, _evaluate_model(model_name, mine, questions, pool, recipe, task)))
     result = EvalResult([by_condition[c] for c in conditions], [f.path for f in heldout.files], len(questions), task)
+    if recipe.likelihood:
+        result.likelihood = evaluate_likelihood(recipe, _progress)
     if recipe.out:
         write_results(result, recipe)
     return result
@@ -197,10 +206,13 @@ SCORING = {
 def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
     """results.json (the table's numbers), results.md (the table), answers.jsonl (every answer) and recipe.yaml
     into `recipe.out`."""
+    from seedbed.evaluate import likelihood
+
     out = Path(recipe.out)
     summary = asdict(result)
     for condition in summary["conditions"]:
         condition.pop("answers")
+    summary["likelihood"] = likelihood.summary_rows(result.likelihood)
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     # Every answer, one line each (as lm-eval's --log_samples): the place to read why a condition scored as it did.
     atomic_write_text(out / "answers.jsonl", "".join(
@@ -211,5 +223,12 @@ def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
                f"Stop rate: answers that ended with the end-of-turn marker or a stop string, not at "
                f"{recipe.max_new_tokens} new tokens; repetition: answers with a line or an 8-word run written "
                "three times or more. Every answer: answers.jsonl.\n\n")
-    atomic_write_text(out / "results.md", summary + markdown_table(result) + "\n")
+    if not result.conditions:
+        summary = "# Evaluation\n\n"
+    tables = [markdown_table(result)] if result.conditions else []
+    if result.likelihood:
+        likelihood.write_likelihood(result.likelihood, out)
+        tables.append(f"## Multiple choice by likelihood\n\n{likelihood.SCORING}\n\n"
+                      + likelihood.markdown_table(result.likelihood))
+    atomic_write_text(out / "results.md", summary + "\n\n".join(tables) + "\n")
     save_recipe(recipe, out / "recipe.yaml", "eval")
