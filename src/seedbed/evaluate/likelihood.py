@@ -197,8 +197,8 @@ def truthfulness(backend, questions: int, seed: int = 42) -> dict:
     """TruthfulQA MC1 and MC2 on a seeded subset of `questions` questions (all 817 if more): what a model card
     shows. The subset depends only on the seed and size, so a tuned model and its base answer the same ones.
 
-    >>> truthfulness(backend, 200)  # doctest: +SKIP
-    {'n': 200, 'seed': 42, 'mc1': 0.245, 'mc1_stderr': 0.0305, 'mc2': 0.41, 'mc2_stderr': 0.0201, 'seconds': 31.2}
+    >>> truthfulness(load("gemma-3-270m"), 10)  # doctest: +SKIP
+    {'n': 10, 'seed': 42, 'mc1': 0.1, 'mc1_stderr': 0.1, 'mc2': 0.2193, 'mc2_stderr': 0.0804, 'seconds': 192.2}
     """
     rows = read_truthfulqa()
     if questions < len(rows):

@@ -14,6 +14,7 @@ when the JSON is complete. Rows with and without a schema share a batch. The sch
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from seedbed.inference.stops import SchemaError, TextTracker, check_schema, sche
 
 IGNORE = -100  # label for tokens that are not scored, as in transformers' loss functions
 SCORED_PER_FORWARD = 512  # logits rows per forward when scoring: bounds memory (Gemma: 512 x 262,144 floats, 0.5 GB)
+MIN_SHARED_PREFIX = 16  # tokens all contexts of a `score` call must share for them to run once (not worth it below)
 SCHEMAS_KEPT = 64  # compiled JSON schemas cached per backend (least recently used dropped first)
 
 
@@ -283,8 +285,9 @@ def score_tokens(model, sequences: list[list[int]], starts: list[int], top_k: in
     was_training = model.training
     model.eval()
     with torch.no_grad():
+        prefix = shared_prefix(model, [sequences[m[0]][: starts[m[0]]] for m in shared]) if len(shared) > 1 else None
         for members in shared:
-            score_shared_context(model, sequences, starts, members, top_k, results)
+            score_shared_context(model, sequences, starts, members, top_k, results, prefix)
         for group in groups:
             wanted = sorted({t - 1 for i in group for t in range(starts[i], len(sequences[i]))})
             for first in range(0, len(wanted), SCORED_PER_FORWARD):
@@ -293,17 +296,32 @@ def score_tokens(model, sequences: list[list[int]], starts: list[int], top_k: in
     return results
 
 
-def score_shared_context(model, sequences, starts, members: list[int], top_k: int, results) -> None:
+def shared_prefix(model, contexts: list[list[int]]) -> tuple[int, object] | None:
+    """The tokens every context starts with (a few-shot preamble), run once: (their count, their KV cache), or
+    None when they share fewer than `MIN_SHARED_PREFIX`. Each context keeps at least its last token to run."""
+    n = min(len(c) for c in contexts) - 1
+    for context in contexts[1:]:
+        n = next((k for k in range(n) if context[k] != contexts[0][k]), n)
+    if n < MIN_SHARED_PREFIX:
+        return None
+    return n, model(input_ids=torch.tensor([contexts[0][:n]], device=model.device), use_cache=True,
+                    logits_to_keep=1).past_key_values
+
+
+def score_shared_context(model, sequences, starts, members: list[int], top_k: int, results, prefix=None) -> None:
     """Score sequences `members`, which share their context (`sequences[i][:starts[i]]`), into `results`: the
-    context runs once per batch of members, its last position predicting each one's first scored token; the
-    members' own tokens then run together, right-padded, on copies of the context's KV cache. The same numbers as
-    scoring each alone, for a multiple-choice question's context paid once rather than once per choice."""
+    context runs once per batch of members (after `prefix`, `shared_prefix`'s, when given), its last position
+    predicting each one's first scored token; the members' own tokens then run together, right-padded, on
+    copies of the context's KV cache. The same numbers as scoring each alone, for a multiple-choice question's
+    context paid once rather than once per choice."""
     context = sequences[members[0]][: starts[members[0]]]
     width = max(len(sequences[i]) - len(context) for i in members)  # scored tokens of the longest member
     per_batch = max(1, SCORED_PER_FORWARD // max(width, 1))  # bounds the logits: (batch, width, vocab)
     for first in range(0, len(members), per_batch):
         batch = members[first : first + per_batch]
-        out = model(input_ids=torch.tensor([context], device=model.device), use_cache=True, logits_to_keep=1)
+        done, cache = (0, None) if prefix is None else (prefix[0], copy.deepcopy(prefix[1]))
+        out = model(input_ids=torch.tensor([context[done:]], device=model.device), past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
         head = F.log_softmax(out.logits[0, -1].float(), -1)  # (vocab,): predicts every member's first token
         rows = [[head] for _ in batch]
         if width > 1:  # every scored token but the last predicts the next
