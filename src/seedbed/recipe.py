@@ -117,7 +117,7 @@ class FieldMapping(Stage):
         return self
 
 
-TRUTHFULNESS_QUESTIONS = 10  # TrainArgs.truthfulness_questions' default (see the comment there)
+TRUTHFULNESS_QUESTIONS = 8  # TrainArgs.truthfulness_questions' default (see the comment there)
 
 
 class TrainArgs(Stage):
@@ -156,10 +156,10 @@ class TrainArgs(Stage):
     seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
     resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
     quiet: bool = Field(False, description="No progress bar.")
-    # A seeded subset, not all 817 nor 200: on Gemma 3 270M and 2 CPU cores a question costs ~2.4 s per model
-    # (48 CPU-s for 10; BENCHMARKS.md, "Truthfulness and knowledge by likelihood"), and `seedbed demo` (13.7 of
-    # its 15 minutes) has ~80 s left for the tuned model and its base. 10 catches a collapse, not a 2-point
-    # change (± ~13 points); ask for more (817 is minutes on a GPU). The base's figure is cached per base.
+    # A seeded subset, not all 817 nor 200: on Gemma 3 270M and 2 CPU cores a question costs ~3.2 s per model
+    # (322 CPU-s for 50; BENCHMARKS.md, "Truthfulness and knowledge by likelihood"), and `seedbed demo` (13.7 of
+    # its 15 minutes) has ~80 s left for the tuned model and its base. 8 catches a collapse, not a 2-point
+    # change (± ~14 points); ask for more (817 is minutes on a GPU). The base's figure is cached per base.
     truthfulness_questions: int = Field(TRUTHFULNESS_QUESTIONS, ge=0, description="After training, TruthfulQA MC1/MC2 on this many seeded questions for the model and its base, on the model card (0: off).")
 
 
