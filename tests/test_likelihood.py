@@ -234,3 +234,19 @@ def test_the_docstring_examples_hold():
 
     for module in (likelihood, mc_tasks, truthfulness):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_loglikelihoods_equal_lm_evals_own(backend, tiny_model):
+    """The reference: lm-evaluation-harness's HF model scores the same (context, " " + choice) requests."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    items = [r.mc2() for r in read_truthfulqa()[:2]] + read_commonsenseqa()[:2]
+    lm = HFLM(pretrained=str(tiny_model), device="cpu", batch_size=4, dtype="float32")
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=(item.context, " " + choice), idx=k)
+                for item in items for k, choice in enumerate(item.choices)]
+    theirs = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+    results = score_tasks(backend, {"truthfulqa_mc2": items[:2], "commonsenseqa": items[2:]})
+    ours = [ll for r in results for q in r.questions for ll in q["loglikelihoods"]]
+    assert ours == pytest.approx(theirs, abs=1e-3)
