@@ -35,6 +35,18 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _short_truthfulness(monkeypatch):
+    """Model cards' TruthfulQA figures on at most 2 questions, not the recipe default: each tiny fine-tune in the
+    suite would otherwise score hundreds (test_likelihood.py asks for the count it checks)."""
+    from seedbed.train import truthfulness
+
+    real = truthfulness.measure
+    monkeypatch.setattr(truthfulness, "measure",
+                        lambda model_dir, base, questions, seed=truthfulness.SUBSET_SEED:
+                        real(model_dir, base, min(questions, 2), seed))
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

@@ -72,3 +72,26 @@ def test_llama_cpp_scores_equal_torch_at_f32(backend, tiny_model, tmp_path):
         assert [s.token for s in a] == [s.token for s in b]
         assert [s.logprob for s in a] == pytest.approx([s.logprob for s in b], abs=1e-3)
         assert [s.top[0][0] for s in a] == [s.top[0][0] for s in b]
+
+
+def test_sequences_sharing_a_context_score_as_alone(backend, monkeypatch):
+    import seedbed.inference.hf as hf
+
+    preamble = "Q: What is human life expectancy in the United States?\nA: 78 years.\n\n"  # shared by both questions
+    contexts = [encode(backend, preamble + q) for q in ("Q: What do people aim to do at work?\nA:", "Q: Why?\nA:")]
+    assert contexts[0][: hf.MIN_SHARED_PREFIX] == contexts[1][: hf.MIN_SHARED_PREFIX]
+    choices = [" Complete the job.", " Learn from each other, mostly.", " Talk."]
+    sequences = [c + backend.tokenizer(x, add_special_tokens=False)["input_ids"] for c in contexts for x in choices]
+    starts = [len(c) for c in contexts for _ in choices]
+    alone = [backend.score([ids], [start], top_k=2)[0] for ids, start in zip(sequences, starts)]
+    # each question's context runs once (after the preamble, run once for both), its cache copied per choice
+    shared = backend.score(sequences, starts, top_k=2)
+    monkeypatch.setattr(hf, "SCORED_PER_FORWARD", 8)  # and in batches of fewer choices
+    batched = backend.score(sequences, starts, top_k=2)
+    monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10_000)  # no preamble run apart
+    whole = backend.score(sequences, starts, top_k=2)
+    for a, *others in zip(alone, shared, batched, whole):
+        for b in others:
+            assert [s.token for s in a] == [s.token for s in b]
+            assert [s.logprob for s in b] == pytest.approx([s.logprob for s in a], abs=1e-4)
+            assert [s.top[0][0] for s in b] == [s.top[0][0] for s in a]

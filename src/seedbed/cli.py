@@ -87,6 +87,8 @@ def eval_cmd(recipe: EvalRecipe):
 
     Example: seedbed eval --models base=gemma-3-270m --models tuned=runs/my-model --data heldout.jsonl
              --pool train.jsonl --shots 0 --shots 3 --limit 50 --tools calculator --out runs/eval
+             seedbed eval --models base=gemma-3-270m --likelihood truthfulqa_mc1 --likelihood truthfulqa_mc2
+             --likelihood commonsenseqa --limit 100 --out runs/knowledge
 
     With --judge MODEL_OR_URL: a judged A/B of the models on open prompts (MT-Bench's first turns, or --prompts),
     win rates, length-controlled win rates and Bradley–Terry ratings, human --votes included.
@@ -98,7 +100,12 @@ def eval_cmd(recipe: EvalRecipe):
     from seedbed.evaluate import evaluate, markdown_table
 
     result = evaluate(recipe)
-    console.print(markdown_table(result), markup=False, highlight=False)
+    if result.conditions:
+        console.print(markdown_table(result), markup=False, highlight=False)
+    if result.likelihood:
+        from seedbed.evaluate.likelihood import markdown_table as likelihood_table
+
+        console.print(likelihood_table(result.likelihood), markup=False, highlight=False)
     if recipe.out:
         console.print(f"Results in {recipe.out}/results.json and results.md; every answer in report.html")
     for card in result.model_cards:

@@ -117,6 +117,9 @@ class FieldMapping(Stage):
         return self
 
 
+TRUTHFULNESS_QUESTIONS = 8  # TrainArgs.truthfulness_questions' default (see the comment there)
+
+
 class TrainArgs(Stage):
     """What every training stage (finetune, distill) is given: data, output, schedule, checkpoints, resuming.
 
@@ -153,6 +156,11 @@ class TrainArgs(Stage):
     seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
     resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
     quiet: bool = Field(False, description="No progress bar.")
+    # A seeded subset, not all 817 nor 200: on Gemma 3 270M and 2 CPU cores a question costs ~3.2 s per model
+    # (322 CPU-s for 50; BENCHMARKS.md, "Truthfulness and knowledge by likelihood"), and `seedbed demo` (13.7 of
+    # its 15 minutes) has ~80 s left for the tuned model and its base. 8 catches a collapse, not a 2-point
+    # change (± ~14 points); ask for more (817 is minutes on a GPU). The base's figure is cached per base.
+    truthfulness_questions: int = Field(TRUTHFULNESS_QUESTIONS, ge=0, description="After training, TruthfulQA MC1/MC2 on this many seeded questions for the model and its base, on the model card (0: off).")
 
 
 class FinetuneRecipe(TrainArgs):
@@ -217,6 +225,10 @@ class JudgeArgs(Stage):
     bootstrap: int = Field(1000, ge=10, description="Bootstrap resamples (of prompts) for the confidence intervals.")
 
 
+# `seedbed eval --likelihood` tasks (seedbed.evaluate.mc_tasks.TASKS; a test keeps the two lists equal).
+LikelihoodTask = Literal["truthfulqa_mc1", "truthfulqa_mc2", "commonsenseqa"]
+
+
 class EvalRecipe(JudgeArgs, EngineArgs):
     """Held-out loss, the task's scores (GSM8K or JSON) and usability (stop, repetition), zero- and few-shot, for
     one or more models on the same questions."""
@@ -244,6 +256,9 @@ class EvalRecipe(JudgeArgs, EngineArgs):
     model_card: bool = Field(True, description="Write the table into the card (README.md) of each evaluated Seedbed model directory, in a section the next eval replaces.")
     lm_eval: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks to run in process on each model (seedbed_csqa is shipped); --limit applies.")
     lm_eval_include: list[str] = Field(default_factory=list, description="Directories of lm-eval task YAMLs, beside the shipped ones.")
+    likelihood: list[LikelihoodTask] = Field(
+        default_factory=list, description="Multiple-choice tasks scored by log-likelihood, as lm-eval: "
+        "truthfulqa_mc1, truthfulqa_mc2, commonsenseqa (repeat; --limit applies; runs without --data too).")
 
     @model_validator(mode="after")
     def _shots_nonnegative(self):

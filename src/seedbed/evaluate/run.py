@@ -73,6 +73,7 @@ class EvalResult:
     task: str = "gsm8k"  # how the answers were scored: gsm8k or json
     harness: list[HarnessScore] = field(default_factory=list)  # --lm-eval tasks' scores (evaluate/harness.py)
     model_cards: list[str] = field(default_factory=list)  # the model cards (README.md) the table was written into
+    likelihood: list = field(default_factory=list)  # likelihood.TaskResult per model and --likelihood task
 
 
 def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None = None) -> EvalResult:
@@ -83,9 +84,11 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     >>> evaluate(EvalRecipe(models=["base=gemma-3-270m"], data=["heldout.jsonl"], pool=["train.jsonl"]))  # doctest: +SKIP
     """
     from seedbed.data.readers import read_examples
+    from seedbed.evaluate.likelihood import evaluate_likelihood
 
-    if recipe.lm_eval and not recipe.data:  # lm-eval's tasks only
-        result = EvalResult([], [], 0, harness=run_harness(recipe))
+    if (recipe.lm_eval or recipe.likelihood) and not recipe.data:  # lm-eval tasks / multiple choice only
+        result = EvalResult([], [], 0, harness=run_harness(recipe) if recipe.lm_eval else [],
+                            likelihood=evaluate_likelihood(recipe, _progress) if recipe.likelihood else [])
         if recipe.out:
             write_results(result, recipe)
         return result
@@ -94,7 +97,7 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     if not conditions:
         raise EvalError("nothing to evaluate: give at least one model and one shots count")
     if not recipe.data:
-        raise EvalError("no held-out data: give --data files with reference answers")
+        raise EvalError("no held-out data: give --data files with reference answers, or --likelihood tasks")
     heldout = read_examples(recipe.data, recipe.mapping)
     questions = [e for e in heldout.examples if e.is_chat][: recipe.limit]
     if not questions:
@@ -114,6 +117,8 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
         by_condition.update(zip(mine, _evaluate_model(model_name, mine, questions, pool, recipe, task)))
     result = EvalResult([row for c in conditions for row in by_condition[c]], [f.path for f in heldout.files],
                         len(questions), task, harness=run_harness(recipe) if recipe.lm_eval else [])
+    if recipe.likelihood:
+        result.likelihood = evaluate_likelihood(recipe, _progress)
     if recipe.model_card:
         result.model_cards = update_model_cards(result)
     if recipe.out:
@@ -296,13 +301,27 @@ SCORING = {
 }
 
 
+def likelihood_section(results: list) -> Section:
+    """Multiple choice by likelihood as a section of report.html (every question is in likelihood.jsonl)."""
+    from seedbed.evaluate import likelihood
+
+    rows = [[r.name, r.task, str(r.n), f"{r.acc:.1%}", "-" if r.acc_stderr is None else f"{r.acc_stderr:.1%}",
+             "-" if r.acc_norm is None else f"{r.acc_norm:.1%}"] for r in results]
+    return Section("Multiple choice by likelihood", likelihood.SCORING, ["model", "task", "n", "acc", "±", "acc_norm"],
+                   rows)
+
+
 def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
-    """results.json (the table's numbers), results.md (the table), answers.jsonl (every answer), report.html (the
-    table and every answer, to read) and recipe.yaml into `recipe.out`."""
+    """results.json (the table's numbers), results.md (the tables), answers.jsonl (every answer), likelihood.jsonl
+    (every multiple-choice question), report.html (the tables and every answer, to read) and recipe.yaml into
+    `recipe.out`."""
+    from seedbed.evaluate import likelihood
+
     out = Path(recipe.out)
     summary = asdict(result)
     for condition in summary["conditions"]:
         condition.pop("answers")
+    summary["likelihood"] = likelihood.summary_rows(result.likelihood)
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     # Every answer, one line each (as lm-eval's --log_samples): the place to read why a condition scored as it did.
     atomic_write_text(out / "answers.jsonl", "".join(
@@ -316,13 +335,18 @@ def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
                + (" `+calculator` rows: the same prompts, answered with every GSM8K annotation (`<<EXPR=`) completed "
                   "exactly by the calculator, as `seedbed serve` completes it." if recipe.tools else "") + "\n\n")
     if not result.conditions:
-        summary = ("# Evaluation\n\nlm-evaluation-harness tasks, run in process on lm-eval's Hugging Face model "
-                   "(the tasks' YAMLs: lm_eval_tasks/).\n\n")
-    atomic_write_text(out / "results.md", summary + markdown_table(result) + "\n")
+        summary = "# Evaluation\n\n"
+    tables = [markdown_table(result)] if result.conditions or result.harness else []
+    if result.likelihood:
+        likelihood.write_likelihood(result.likelihood, out)
+        tables.append(f"## Multiple choice by likelihood\n\n{likelihood.SCORING}\n\n"
+                      + likelihood.markdown_table(result.likelihood))
+    atomic_write_text(out / "results.md", summary + "\n\n".join(tables) + "\n")
     # Other kinds of result add their own sections to this list.
     sections = ([report_section(result)] if result.conditions else []) + (
-        [harness_section(result.harness)] if result.harness else [])
+        [harness_section(result.harness)] if result.harness else []) + (
+        [likelihood_section(result.likelihood)] if result.likelihood else [])
     meta = (f"{result.n_questions} held-out questions from {', '.join(result.data)}; greedy answers, at most "
-            f"{recipe.max_new_tokens} new tokens." if result.conditions else "lm-evaluation-harness tasks.")
+            f"{recipe.max_new_tokens} new tokens." if result.conditions else "Tasks scored without generating answers.")
     atomic_write_text(out / "report.html", render_report("Seedbed evaluation", sections, meta=meta))
     save_recipe(recipe, out / "recipe.yaml", "eval")

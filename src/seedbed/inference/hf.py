@@ -14,6 +14,7 @@ when the JSON is complete. Rows with and without a schema share a batch. The sch
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from seedbed.inference.stops import SchemaError, TextTracker, check_schema, sche
 
 IGNORE = -100  # label for tokens that are not scored, as in transformers' loss functions
 SCORED_PER_FORWARD = 512  # logits rows per forward when scoring: bounds memory (Gemma: 512 x 262,144 floats, 0.5 GB)
+MIN_SHARED_PREFIX = 16  # tokens all contexts of a `score` call must share for them to run once (not worth it below)
 SCHEMAS_KEPT = 64  # compiled JSON schemas cached per backend (least recently used dropped first)
 
 
@@ -252,8 +254,10 @@ def heldout_loss(model, tokenizer, examples: list[Example], max_length: int = 10
 def score_tokens(model, sequences: list[list[int]], starts: list[int], top_k: int = 0) -> list[list[TokenScore]]:
     """log p(token | tokens before it) for each token of each sequence from its start on (`Backend.score`).
 
-    Sequences of similar length run together, right-padded (real tokens keep positions 0..n-1, as when one
-    runs alone), with logits only at the positions that predict a scored token; a sequence with more scored
+    Sequences that share their context (the same tokens before their start: a multiple-choice question's
+    choices) run that context once and their own tokens on copies of its KV cache (`score_shared_context`).
+    Other sequences of similar length run together, right-padded (real tokens keep positions 0..n-1, as when
+    one runs alone), with logits only at the positions that predict a scored token; a sequence with more scored
     tokens than `SCORED_PER_FORWARD` runs alone, its positions in slices.
 
     >>> score_tokens(model, [[2, 15, 27, 9]], starts=[2], top_k=1)  # doctest: +SKIP
@@ -265,25 +269,81 @@ def score_tokens(model, sequences: list[list[int]], starts: list[int], top_k: in
         if not 1 <= start <= len(ids):
             raise ValueError(f"start {start} is outside 1..{len(ids)} (the first token has no context to score it in)")
     results: list[list[TokenScore]] = [[] for _ in sequences]
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # similar lengths together: less padding
+    by_context: dict[tuple[int, ...], list[int]] = {}
+    for i, (ids, start) in enumerate(zip(sequences, starts)):
+        by_context.setdefault(tuple(ids[:start]), []).append(i)
+    shared = [members for members in by_context.values() if len(members) > 1]
+    alone = sorted((m[0] for m in by_context.values() if len(m) == 1), key=lambda i: len(sequences[i]))  # less padding
     groups, group, scored = [], [], 0
-    for i in order:
+    for i in alone:
         n = len(sequences[i]) - starts[i]
         if group and scored + n > SCORED_PER_FORWARD:
             groups.append(group)
             group, scored = [], 0
         group.append(i)
         scored += n
-    groups.append(group)
+    groups += [group] if group else []
     was_training = model.training
     model.eval()
     with torch.no_grad():
+        prefix = shared_prefix(model, [sequences[m[0]][: starts[m[0]]] for m in shared]) if len(shared) > 1 else None
+        for members in shared:
+            score_shared_context(model, sequences, starts, members, top_k, results, prefix)
         for group in groups:
             wanted = sorted({t - 1 for i in group for t in range(starts[i], len(sequences[i]))})
             for first in range(0, len(wanted), SCORED_PER_FORWARD):
                 _score_slice(model, sequences, starts, group, wanted[first : first + SCORED_PER_FORWARD], top_k, results)
     model.train(was_training)
     return results
+
+
+def shared_prefix(model, contexts: list[list[int]]) -> tuple[int, object] | None:
+    """The tokens every context starts with (a few-shot preamble), run once: (their count, their KV cache), or
+    None when they share fewer than `MIN_SHARED_PREFIX`. Each context keeps at least its last token to run."""
+    n = min(len(c) for c in contexts) - 1
+    for context in contexts[1:]:
+        n = next((k for k in range(n) if context[k] != contexts[0][k]), n)
+    if n < MIN_SHARED_PREFIX:
+        return None
+    return n, model(input_ids=torch.tensor([contexts[0][:n]], device=model.device), use_cache=True,
+                    logits_to_keep=1).past_key_values
+
+
+def score_shared_context(model, sequences, starts, members: list[int], top_k: int, results, prefix=None) -> None:
+    """Score sequences `members`, which share their context (`sequences[i][:starts[i]]`), into `results`: the
+    context runs once per batch of members (after `prefix`, `shared_prefix`'s, when given), its last position
+    predicting each one's first scored token; the members' own tokens then run together, right-padded, on
+    copies of the context's KV cache. The same numbers as scoring each alone, for a multiple-choice question's
+    context paid once rather than once per choice."""
+    context = sequences[members[0]][: starts[members[0]]]
+    width = max(len(sequences[i]) - len(context) for i in members)  # scored tokens of the longest member
+    per_batch = max(1, SCORED_PER_FORWARD // max(width, 1))  # bounds the logits: (batch, width, vocab)
+    for first in range(0, len(members), per_batch):
+        batch = members[first : first + per_batch]
+        done, cache = (0, None) if prefix is None else (prefix[0], copy.deepcopy(prefix[1]))
+        out = model(input_ids=torch.tensor([context[done:]], device=model.device), past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        head = F.log_softmax(out.logits[0, -1].float(), -1)  # (vocab,): predicts every member's first token
+        rows = [[head] for _ in batch]
+        if width > 1:  # every scored token but the last predicts the next
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(batch))
+            tails = [sequences[i][len(context) : -1] for i in batch]
+            ids = torch.tensor([t + [0] * (width - 1 - len(t)) for t in tails], device=model.device)
+            attention = torch.tensor([[1] * (len(context) + len(t)) + [0] * (width - 1 - len(t)) for t in tails],
+                                     device=model.device)
+            positions = torch.arange(len(context), len(context) + width - 1, device=model.device).expand(len(batch), -1)
+            logprobs = F.log_softmax(model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                                           past_key_values=cache).logits.float(), -1)  # (batch, width - 1, vocab)
+            for k, (row, tail) in enumerate(zip(rows, tails)):
+                row.extend(logprobs[k, : len(tail)])
+        for i, row in zip(batch, rows):
+            for here, token in zip(row, sequences[i][len(context) :]):
+                top = []
+                if top_k:
+                    values, tokens = here.topk(top_k)
+                    top = [(int(k), float(v)) for k, v in zip(tokens, values)]
+                results[i].append(TokenScore(token, float(here[token]), top))
 
 
 def _score_slice(model, sequences, starts, group: list[int], positions: list[int], top_k: int, results) -> None:

@@ -34,7 +34,7 @@ from seedbed.errors import RecipeError
 from seedbed.models import load_model, load_tokenizer
 from seedbed.recipe import DistillRecipe, save_recipe
 from seedbed.train import callbacks as cb
-from seedbed.train import lineage
+from seedbed.train import lineage, truthfulness
 from seedbed.train.student import build_student, count_parameters, parse_preset
 from seedbed.train.trainer import (
     CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, prepare_template_tokens, read_splits,
@@ -296,6 +296,7 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
     metrics["mode"], metrics["teacher"], metrics["student"] = recipe.mode, recipe.teacher, recipe.student
     metrics["template_tokens"] = template
     metrics["cost"] = lineage.estimated_cost(metrics["wall_time_s"], None)
+    metrics["truthfulness"] = truthfulness.measure(out, recipe.teacher, recipe.truthfulness_questions)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(out / "README.md", model_card(recipe, metrics, (out / "recipe.yaml").read_text()))
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the run is complete; optimizer states are dead weight
@@ -351,6 +352,7 @@ tokenizer (the teacher's).
 - **Tokens seen:** {metrics['tokens_seen']:,} in {metrics['steps']} steps, {metrics['tokens_per_s']:,.0f} tokens/s
 - **Wall time:** {metrics['wall_time_s']:.0f} s; estimated cost ${metrics['cost']['usd']:.4f} ({metrics['cost']['basis']})
 
+{truthfulness.card_section(metrics.get("truthfulness"), base_label="teacher")}
 ## Recipe
 ```yaml
 {recipe_yaml.rstrip()}

@@ -24,7 +24,7 @@ from seedbed.errors import RecipeError
 from seedbed.models import checkpoint_dtype, load_model, resolve
 from seedbed.recipe import FinetuneRecipe, save_recipe
 from seedbed.train import callbacks as cb
-from seedbed.train import lineage
+from seedbed.train import lineage, truthfulness
 from seedbed.train.tracking import mlflow_run
 from seedbed.train.trainer import (
     CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, prepare_template_tokens, read_splits,
@@ -113,6 +113,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
         )
         metrics["template_tokens"] = template
         metrics["cost"] = lineage.estimated_cost(metrics["wall_time_s"], recipe.cost_per_hour)
+        metrics["truthfulness"] = truthfulness.measure(out, recipe.base, recipe.truthfulness_questions)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         card = lineage.model_card(
             base=recipe.base, method=recipe.method, files=data.files, metrics=metrics,

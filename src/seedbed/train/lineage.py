@@ -8,6 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
+from seedbed.train.truthfulness import card_section
+
 PACKAGES = ("seedbed", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "safetensors", "tokenizers")
 
 # Assumed on-demand prices for the cost estimate, USD per hour; override with `cost_per_hour`.
@@ -114,6 +116,7 @@ Instruction-tuned ({method}) with `seedbed finetune`. Prompt it with the chat te
 - **Estimated cost:** ${cost['usd']:.4f} (at ${cost['usd_per_hour']:.2f}/h; {cost['basis']})
 - **Packages:** {versions}
 
+{card_section(metrics.get("truthfulness"))}
 ## Recipe
 ```yaml
 {recipe_yaml.rstrip()}
