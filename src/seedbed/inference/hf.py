@@ -30,7 +30,8 @@ from seedbed.inference.stops import SchemaError, TextTracker, check_schema, sche
 IGNORE = -100  # label for tokens that are not scored, as in transformers' loss functions
 SCORED_PER_FORWARD = 512  # logits rows per forward when scoring: bounds memory (Gemma: 512 x 262,144 floats, 0.5 GB)
 MIN_SHARED_PREFIX = 16  # tokens all contexts of a `score` call must share for them to run once (not worth it below)
-SCHEMAS_KEPT = 64  # compiled JSON schemas cached per backend (least recently used dropped first)
+SCHEMAS_KEPT = 64
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}  # as json.dumps  # compiled JSON schemas cached per backend (least recently used dropped first)
 
 
 class TorchBackend:
@@ -127,8 +128,10 @@ class TorchBackend:
         """llguidance's matcher for `schema`, compiled once per schema (cached); a `SchemaError` if it cannot be.
 
         The first call builds llguidance's view of the tokenizer (seconds for Gemma's 262k tokens; once). JSON is
-        compact (no whitespace between tokens) unless the schema's `x-guidance` asks otherwise: a model cannot pad
-        its answer with endless whitespace.
+        written as Python's `json.dumps` writes it (", " between items, ": " after keys, no other whitespace) unless
+        the schema's `x-guidance` asks otherwise: that is how most JSON a model was tuned on looks (a SNIPS model
+        forced into compact JSON lost 6 points of exact match, BENCHMARKS.md), and a model cannot pad its answer
+        with endless whitespace.
         """
         key = schema_key(schema)
         with self.compile_lock:
@@ -138,7 +141,7 @@ class TorchBackend:
             from llguidance import LLMatcher
 
             check_schema(schema, "the JSON schema")
-            grammar = LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+            grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
             matcher = LLMatcher(self.guidance_view(), grammar, log_level=0)
             if matcher.is_error():
                 raise SchemaError(f"the JSON schema cannot constrain this model's tokens: {matcher.get_error()}")
