@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -25,13 +23,12 @@ import torch.nn.functional as F
 from seedbed.chat import Example, end_of_turn_token_ids, tokenize_example
 from seedbed.inference.request import Request
 from seedbed.inference.scores import MAX_TOP, TokenScore
-from seedbed.inference.stops import SchemaError, TextTracker, check_schema, schema_key
+from seedbed.inference.stops import CompiledSchemas, SchemaError, TextTracker
 
 IGNORE = -100  # label for tokens that are not scored, as in transformers' loss functions
 SCORED_PER_FORWARD = 512  # logits rows per forward when scoring: bounds memory (Gemma: 512 x 262,144 floats, 0.5 GB)
 MIN_SHARED_PREFIX = 16  # tokens all contexts of a `score` call must share for them to run once (not worth it below)
-SCHEMAS_KEPT = 64
-JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}  # as json.dumps  # compiled JSON schemas cached per backend (least recently used dropped first)
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}  # as json.dumps
 
 
 class TorchBackend:
@@ -52,8 +49,7 @@ class TorchBackend:
         # llguidance's masks cover every token of the logits (the model's vocabulary) and of the tokenizer
         self.mask_width = max(model.config.get_text_config().vocab_size, len(tokenizer))
         self.guidance_tokenizer = None  # llguidance's view of the tokenizer, built with the first schema
-        self.compiled: OrderedDict[str, object] = OrderedDict()  # schema_key -> a pristine llguidance matcher
-        self.compile_lock = threading.Lock()  # the server compiles in its event loop's threads, decode in its worker
+        self.schemas = CompiledSchemas()  # each a pristine llguidance matcher; requests get copies
 
     @classmethod
     def load(cls, name: str) -> "TorchBackend":
@@ -133,22 +129,16 @@ class TorchBackend:
         forced into compact JSON lost 6 points of exact match, BENCHMARKS.md), and a model cannot pad its answer
         with endless whitespace.
         """
-        key = schema_key(schema)
-        with self.compile_lock:
-            if key in self.compiled:
-                self.compiled.move_to_end(key)
-                return self.compiled[key]
-            from llguidance import LLMatcher
+        return self.schemas.get(schema, self.compile_matcher)
 
-            check_schema(schema, "the JSON schema")
-            grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
-            matcher = LLMatcher(self.guidance_view(), grammar, log_level=0)
-            if matcher.is_error():
-                raise SchemaError(f"the JSON schema cannot constrain this model's tokens: {matcher.get_error()}")
-            self.compiled[key] = matcher
-            while len(self.compiled) > SCHEMAS_KEPT:
-                self.compiled.popitem(last=False)
-            return matcher
+    def compile_matcher(self, schema: dict):
+        from llguidance import LLMatcher
+
+        grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
+        matcher = LLMatcher(self.guidance_view(), grammar, log_level=0)
+        if matcher.is_error():
+            raise SchemaError(f"the JSON schema cannot constrain this model's tokens: {matcher.get_error()}")
+        return matcher
 
     def guidance_view(self):
         """llguidance's tokenizer for this model: token bytes from the Hugging Face tokenizer, the end ids as EOS."""

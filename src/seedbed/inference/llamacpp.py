@@ -25,9 +25,7 @@ import hashlib
 import json
 import math
 import os
-import threading
 import weakref
-from collections import OrderedDict
 from pathlib import Path
 
 from seedbed.atomic import atomic_dir
@@ -35,14 +33,13 @@ from seedbed.chat import Example, end_of_turn_token_ids, ensure_chat_template, t
 from seedbed.errors import ModelLoadError
 from seedbed.inference.request import Request
 from seedbed.inference.scores import MAX_TOP, TokenScore
-from seedbed.inference.stops import SchemaError, TextTracker, check_schema, schema_key
+from seedbed.inference.stops import CompiledSchemas, SchemaError, TextTracker
 from seedbed.models import embedded_gguf, seedbed_home
 
 INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install \'seedbed[llamacpp]\''
 DEFAULT_CONTEXT = 8192  # tokens of KV cache: serve's default prompt limit (4096) plus its longest answer, with room
 LOSS_CHUNK = 128  # tokens per decode when scoring: bounds the logits buffer (chunk x vocab floats; 128 MB for Gemma)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-SCHEMAS_KEPT = 64  # compiled JSON-schema grammars cached per backend (least recently used dropped first)
 # llama-cpp-python 0.3.36's converter lets a JSON string hold raw control characters, which JSON forbids (a random
 # model writes them); upstream llama.cpp's converter excludes them as here.
 STRING_CHAR_FIX = (r'char ::= [^"\\] |', r'char ::= [^"\\\x7F\x00-\x1F] |')
@@ -153,8 +150,7 @@ class LlamaCppBackend:
         self.eos_ids = set(end_of_turn_token_ids(self.tokenizer))
         self.max_context = min(self.llm.n_ctx(), self.llm._model.n_ctx_train())
         self.default_seed = llama_cpp.LLAMA_DEFAULT_SEED  # llama.cpp draws a random seed for this one
-        self.grammars: OrderedDict[str, object] = OrderedDict()  # schema_key -> LlamaGrammar
-        self.compile_lock = threading.Lock()  # the server compiles in its event loop's threads, decode in its worker
+        self.schemas = CompiledSchemas()  # each a LlamaGrammar
 
     # --- decoding -----------------------------------------------------------------------------------------
 
@@ -211,29 +207,23 @@ class LlamaCppBackend:
 
         >>> backend.compile_schema({"type": "object"})  # doctest: +SKIP
         """
-        key = schema_key(schema)
-        with self.compile_lock:
-            if key in self.grammars:
-                self.grammars.move_to_end(key)
-                return self.grammars[key]
-            check_schema(schema, "the JSON schema")
-            from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+        return self.schemas.get(schema, self.compile_grammar)
 
-            try:
-                gbnf = json_schema_to_gbnf(json.dumps(anchored(schema)))  # what LlamaGrammar.from_json_schema does
-            except Exception as e:  # the converter asserts on what it does not support
-                raise SchemaError(f"the JSON schema cannot be turned into a llama.cpp grammar: {e}") from None
-            grammar = LlamaGrammar.from_string(gbnf.replace(*STRING_CHAR_FIX), verbose=False)
-            # Parse it once here: a grammar llama.cpp rejects would otherwise fail in the middle of a decode.
-            sampler = self.llama_cpp.llama_sampler_init_grammar(
-                self.llm._model.vocab, grammar._grammar.encode(), grammar._root.encode())
-            if not sampler:
-                raise SchemaError("the JSON schema's llama.cpp grammar does not parse")
-            self.llama_cpp.llama_sampler_free(sampler)
-            self.grammars[key] = grammar
-            while len(self.grammars) > SCHEMAS_KEPT:
-                self.grammars.popitem(last=False)
-            return grammar
+    def compile_grammar(self, schema: dict):
+        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+        try:
+            gbnf = json_schema_to_gbnf(json.dumps(anchored(schema)))  # what LlamaGrammar.from_json_schema does
+        except Exception as e:  # the converter asserts on what it does not support
+            raise SchemaError(f"the JSON schema cannot be turned into a llama.cpp grammar: {e}") from None
+        grammar = LlamaGrammar.from_string(gbnf.replace(*STRING_CHAR_FIX), verbose=False)
+        # Parse it once here: a grammar llama.cpp rejects would otherwise fail in the middle of a decode.
+        sampler = self.llama_cpp.llama_sampler_init_grammar(
+            self.llm._model.vocab, grammar._grammar.encode(), grammar._root.encode())
+        if not sampler:
+            raise SchemaError("the JSON schema's llama.cpp grammar does not parse")
+        self.llama_cpp.llama_sampler_free(sampler)
+        return grammar
 
     # --- scoring ------------------------------------------------------------------------------------------
 

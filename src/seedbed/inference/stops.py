@@ -13,6 +13,8 @@ llama.cpp's grammar), and the row ends with "stop" as soon as the JSON is comple
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -87,6 +89,32 @@ def check_schema(schema, where: str) -> dict:
     if problem:
         raise SchemaError(f"{where}: not a usable JSON schema: {problem.strip()}")
     return schema
+
+
+class CompiledSchemas:
+    """Each backend's compiled JSON schemas, one per schema whatever its key order, the least recently used dropped
+    past `kept`; safe across threads (the server compiles in its event loop's threads, decodes in its worker).
+
+    >>> cache = CompiledSchemas(kept=1)
+    >>> cache.get({"type": "object"}, lambda schema: "compiled")
+    'compiled'
+    """
+
+    def __init__(self, kept: int = 64):
+        self.kept, self.items, self.lock = kept, OrderedDict(), threading.Lock()
+
+    def get(self, schema: dict, compile_schema: Callable[[dict], object]) -> object:
+        """The compiled `schema`: from the cache, or checked (`check_schema`) and compiled by `compile_schema`."""
+        key = schema_key(schema)
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+            check_schema(schema, "the JSON schema")
+            compiled = self.items[key] = compile_schema(schema)
+            while len(self.items) > self.kept:
+                self.items.popitem(last=False)
+            return compiled
 
 
 def schema_key(schema: dict) -> str:
