@@ -20,7 +20,8 @@ Measured from OUT (report.json, train/validation.jsonl, dropped.jsonl) against t
 - the funnel: records in/out, dropped and modified per stage, with reasons;
 - duplicates: each record dropped by exact_dedup or near_dedup is compared with the record it duplicates (named in
   dropped.jsonl's detail): "same request" when the two requests are equal up to case, punctuation and spacing
-  (a true duplicate), otherwise listed as a false duplicate;
+  (a true duplicate); a request worded a little apart with the same answer (the same example twice) is listed
+  apart; a different request with a different answer is a false duplicate;
 - PII on SNIPS: every placeholder in a kept record is traced back to the words it replaced and to the gold slot
   those words fill. SNIPS requests hold public names (artists, titles, places, restaurants); the only slot that
   can hold a private person is `party_size_description` ("me, clarice and debbie"), so a placeholder anywhere
@@ -124,7 +125,7 @@ DUP_OF = re.compile(r"duplicate of (\S+)")
 
 def duplicates(dropped: list[dict], request_of: dict[str, str], label_of: dict[str, str]) -> dict:
     verdicts: Counter[str] = Counter()
-    false_dups = []
+    false_dups, reworded = [], []
     for entry in dropped:
         if entry["stage"] not in ("exact_dedup", "near_dedup"):
             continue
@@ -135,12 +136,17 @@ def duplicates(dropped: list[dict], request_of: dict[str, str], label_of: dict[s
         a, b = entry["id"], other.group(1)
         same_request = words(request_of[a]) == words(request_of[b])
         same_label = label_of.get(a) == label_of.get(b)
+        pair = {"dropped": request_of[a], "kept": request_of[b], "detail": entry.get("detail")}
         if same_request:
             verdicts["same request, same answer" if same_label else "same request, different answer"] += 1
-        else:
-            verdicts["different request"] += 1
-            false_dups.append({"dropped": request_of[a], "kept": request_of[b], "detail": entry.get("detail")})
-    return {"verdicts": dict(verdicts), "false_duplicates": len(false_dups), "false_duplicate_examples": false_dups[:25]}
+        elif same_label:  # worded a little apart ("... to my Reggae Classics" / "... playlist"), answered the same
+            verdicts["reworded request, same answer"] += 1
+            reworded.append(pair)
+        else:  # two examples: what the dropped one taught is lost
+            verdicts["different request, different answer"] += 1
+            false_dups.append(pair)
+    return {"verdicts": dict(verdicts), "false_duplicates": len(false_dups), "false_duplicate_examples": false_dups[:25],
+            "reworded_examples": reworded[:25]}
 
 
 def replaced_spans(original: str, redacted: str) -> list[tuple[int, int, str]]:

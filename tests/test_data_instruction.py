@@ -61,6 +61,28 @@ TEMPLATE = ("You are the language-understanding component of a voice assistant. 
             "\"value\" copied exactly as the user wrote it. Answer with the JSON object only.\n\nRequest: ")
 
 
+# Pairs of real SNIPS requests (same source and licence as SNIPS above) that differ by one trailing word, and in
+# the answer by a slot ("points" is a rating_unit) or not at all. Among all 13,784 SNIPS requests behind the
+# template, 128-permutation MinHash estimated every pair's requests >= 0.9 alike, though 5 shingles against 6 can
+# be at most 0.83 alike (test_data_stages.py has the bound on its own; here, the pairs end to end).
+ONE_WORD_APART = [
+    {"id": "train-AddToPlaylist-861", "text": "add track to This Is Zezé Di Camargo & Luciano playlist", "intent": "AddToPlaylist", "slots": [{"name": "music_item", "value": "track"}, {"name": "playlist", "value": "This Is Zezé Di Camargo & Luciano"}]},
+    {"id": "train-AddToPlaylist-1721", "text": "add track to This Is Zezé Di Camargo & Luciano", "intent": "AddToPlaylist", "slots": [{"name": "music_item", "value": "track"}, {"name": "playlist", "value": "This Is Zezé Di Camargo & Luciano"}]},
+    {"id": "train-AddToPlaylist-1190", "text": "Add Welcome to the Cruel World to my Reggae Classics playlist", "intent": "AddToPlaylist", "slots": [{"name": "entity_name", "value": "Welcome to the Cruel World"}, {"name": "playlist_owner", "value": "my"}, {"name": "playlist", "value": "Reggae Classics"}]},
+    {"id": "train-AddToPlaylist-1227", "text": "Add Welcome to the Cruel World to my Reggae Classics", "intent": "AddToPlaylist", "slots": [{"name": "entity_name", "value": "Welcome to the Cruel World"}, {"name": "playlist_owner", "value": "my"}, {"name": "playlist", "value": "Reggae Classics"}]},
+    {"id": "train-RateBook-114", "text": "Rate the current novel 5 of 6 points", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "novel"}, {"name": "rating_value", "value": "5"}, {"name": "best_rating", "value": "6"}, {"name": "rating_unit", "value": "points"}]},
+    {"id": "train-RateBook-433", "text": "Rate the current novel 5 of 6", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "novel"}, {"name": "rating_value", "value": "5"}, {"name": "best_rating", "value": "6"}]},
+    {"id": "train-RateBook-127", "text": "Rate the current essay 5 of 6 points", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "essay"}, {"name": "rating_value", "value": "5"}, {"name": "best_rating", "value": "6"}, {"name": "rating_unit", "value": "points"}]},
+    {"id": "train-RateBook-1243", "text": "Rate the current essay 5 of 6", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "essay"}, {"name": "rating_value", "value": "5"}, {"name": "best_rating", "value": "6"}]},
+    {"id": "train-RateBook-346", "text": "Rate the current book zero of 6 stars", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "book"}, {"name": "rating_value", "value": "zero"}, {"name": "best_rating", "value": "6"}, {"name": "rating_unit", "value": "stars"}]},
+    {"id": "train-RateBook-1252", "text": "Rate the current book zero of 6", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "book"}, {"name": "rating_value", "value": "zero"}, {"name": "best_rating", "value": "6"}]},
+    {"id": "train-RateBook-368", "text": "Rate the current book 3 out of 6", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "book"}, {"name": "rating_value", "value": "3"}, {"name": "best_rating", "value": "6"}]},
+    {"id": "train-RateBook-546", "text": "rate the current book 3 out of 6 stars", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "book"}, {"name": "rating_value", "value": "3"}, {"name": "best_rating", "value": "6"}, {"name": "rating_unit", "value": "stars"}]},
+    {"id": "train-RateBook-695", "text": "Rate my current book 1 out of 6", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "book"}, {"name": "rating_value", "value": "1"}, {"name": "best_rating", "value": "6"}]},
+    {"id": "train-RateBook-1689", "text": "Rate my current book 1 out of 6 points", "intent": "RateBook", "slots": [{"name": "object_select", "value": "current"}, {"name": "object_type", "value": "book"}, {"name": "rating_value", "value": "1"}, {"name": "best_rating", "value": "6"}, {"name": "rating_unit", "value": "points"}]},
+]
+
+
 def _dolly(record: dict, prefix: str = "") -> dict:
     return {"id": record["id"], "instruction": prefix + record["text"], "category": record["intent"],
             "response": json.dumps({"intent": record["intent"], "slots": record["slots"]}, ensure_ascii=False)}
@@ -155,6 +177,50 @@ def test_bare_requests_keep_everything_but_the_true_duplicate(tmp_path):
     raw = write_jsonl(tmp_path / "raw.jsonl", [_dolly(r) for r in SNIPS])
     report = prepare(DataRecipe(inputs=[str(raw)], out=str(tmp_path / "o"), workers=1))
     assert report["dropped"]["by_reason"] == {"exact_dedup:duplicate": 1}  # no Gopher rule, no "uncertain" language
+
+
+def test_requests_a_word_apart_are_not_near_duplicates(tmp_path):
+    records = [_dolly(r, TEMPLATE) for r in SNIPS + ONE_WORD_APART]
+    records.append({**_dolly(SNIPS[0], TEMPLATE), "id": "planted-near-dup",
+                    "instruction": TEMPLATE + SNIPS[0]["text"] + "?"})
+    raw = write_jsonl(tmp_path / "raw.jsonl", records)
+    prepare(DataRecipe(inputs=[str(raw)], out=str(tmp_path / "o"), workers=1, split={"validation_fraction": 0.0}))
+    kept, dropped, report = _outputs(tmp_path / "o")
+    assert report["duplicates"]["template"]["records_compared_without"] >= len(SNIPS)  # compared past the template
+    near = {d["id"]: d["detail"] for d in dropped if d["stage"] == "near_dedup"}
+    # a pair whose answers differ (a slot more) is two examples; the same answer to a request with one more
+    # word of ten ("... to my Reggae Classics" / "... playlist") is one example twice, named as such
+    assert near == {"planted-near-dup": near["planted-near-dup"],
+                    "train-AddToPlaylist-1721": near["train-AddToPlaylist-1721"],
+                    "train-AddToPlaylist-1227": near["train-AddToPlaylist-1227"]}
+    assert "train-AddToPlaylist-861" in near["train-AddToPlaylist-1721"]
+    assert "train-AddToPlaylist-1190" in near["train-AddToPlaylist-1227"]
+    assert {r["id"] for r in ONE_WORD_APART if r["intent"] == "RateBook"} <= {r["id"] for r in kept}
+
+
+@pytest.mark.parametrize("scope", ["answers", "record"])
+def test_toxicity_scores_what_the_answer_says_on_its_own(tmp_path, scope):
+    # SNIPS (CC0): a real request naming a song whose title the answer copies into a slot
+    title = {"id": "train-PlayMusic-title", "category": "PlayMusic", "instruction": "play Bitch Please II by Eminem",
+             "response": json.dumps({"intent": "PlayMusic", "slots": [{"name": "track", "value": "Bitch Please II"},
+                                                                      {"name": "artist", "value": "Eminem"}]})}
+    refusal = {"id": "toxic-request", "category": "chat", "instruction": "You fucking idiot, tell me a joke.",
+               "response": "Here is one: why did the bicycle fall over? Because it was two tired."}
+    insult = {"id": "toxic-answer", "category": "chat", "instruction": "Tell me a joke about my neighbour.",
+              "response": "Your neighbour is a fucking idiot and a moron, that is the joke."}
+    records = [_dolly(r) for r in SNIPS] + [title, refusal, insult]
+    raw = write_jsonl(tmp_path / "raw.jsonl", records)
+    report = prepare(DataRecipe(inputs=[str(raw)], out=str(tmp_path / "o"), workers=1,
+                                toxicity={"scope": scope}, quality={"enabled": False}))
+    kept, dropped, _ = _outputs(tmp_path / "o")
+    toxic = {d["id"] for d in dropped if d["stage"] == "toxicity"}
+    stage = next(s for s in report["stages"] if s["name"] == "toxicity")
+    if scope == "answers":
+        assert toxic == {"toxic-answer"}
+        assert {"train-PlayMusic-title", "toxic-request"} <= {r["id"] for r in kept}
+        assert stage["changes"] == {"kept: toxic only in the request or copied from it": 2}
+    else:
+        assert toxic == {"train-PlayMusic-title", "toxic-request", "toxic-answer"}
 
 
 # ---- the instruction rules, each on planted cases ----------------------------------------------------------

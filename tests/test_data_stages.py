@@ -54,6 +54,21 @@ def test_near_duplicates_found_and_distinct_texts_left_alone():
     assert true_positives / max(len(found), 1) >= 0.95  # precision
 
 
+def test_shingle_counts_bound_what_an_estimate_lets_through():
+    # Two answered records whose signatures agree on every permutation (an estimate of 1.0, which 128 permutations
+    # give a 5-against-6-shingle pair now and then) but whose prompts hold 5 and 6 shingles: at most 0.83 alike,
+    # under prompt_threshold 0.9, so both are kept; with equal counts the pair is the duplicate it looks like.
+    config = DedupConfig()
+    prompt, answer = signature("rate the current novel 5 of 6", config), signature('{"intent": "RateBook"}', config)
+    whole = np.stack([np.minimum(prompt, answer)] * 2)
+    keys = band_keys(whole, config)
+    found = lambda sizes: near_duplicate_clusters(  # noqa: E731
+        keys, whole, config.threshold, prompt_threshold=0.9,
+        sides=[(prompt, answer, sizes[0], 4), (prompt, answer, sizes[1], 4)])
+    assert found((5, 6)) == {}
+    assert found((6, 6)) == {1: (0, 1.0)}
+
+
 def test_normalise():
     config = NormaliseConfig(strip_markup=True)
     assert normalise("Cafe\u0301  au\tlait [12]\n\n\n\nnext  ", config) == "Café au lait\n\nnext"

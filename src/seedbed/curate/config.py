@@ -126,6 +126,13 @@ class ToxicityConfig(BaseModel):
     classifier_window_words: int = Field(
         25, ge=0, description="Classifier scores windows of this many words and keeps the maximum (0: whole text)."
     )
+    # Fine-tuning trains on the answer: a red-team request with a clean refusal, or a request naming a song
+    # "Bitch Please II" whose answer copies the title into a slot (SNIPS: 14-20 such requests of 13,784 were
+    # dropped when the whole record was scored), teaches nothing toxic. Such records are kept and counted.
+    scope: Literal["answers", "record"] = Field(
+        "answers", description="answers: score what a record with answers teaches the model to say (its answers, "
+        "less the words they copy from the request; a record without answers is scored whole); record: score "
+        "all its text (drop toxic requests too).")
     allowed_terms: list[str] = Field(
         default_factory=list, description="Word-list terms never to match (e.g. 'breast' for medical data)."
     )

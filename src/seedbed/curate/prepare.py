@@ -214,10 +214,12 @@ def _run(recipe: DataRecipe, work: Path, on_progress) -> dict[str, Any]:
         sides = (np.memmap(work / "sides.u32", dtype=np.uint32, mode="r+").reshape(-1, 2, num_perm)
                  if answered.any() else np.zeros((0, 2, num_perm), np.uint32))
         all_bands = np.concatenate(bands)
-        template = _compare_without_template(recipe, work, common, np.concatenate(shingle_counts), survivors,
-                                             signatures, sides, side_row, all_bands)
+        counts = np.concatenate(shingle_counts)
+        compared = counts.copy()  # shingles each side is compared on, the template's left out below
+        template = _compare_without_template(recipe, work, common, counts, survivors, signatures, sides, side_row,
+                                             all_bands, compared)
         found = near_duplicate_clusters(all_bands[survivors], _Rows(signatures, survivors), recipe.dedup.threshold,
-                                        sides=_SideRows(sides, side_row, survivors),
+                                        sides=_SideRows(sides, side_row, survivors, compared),
                                         prompt_threshold=recipe.dedup.prompt_threshold)
         near_groups: dict[int, list] = {}
         for local, (root, similarity) in found.items():
@@ -309,11 +311,11 @@ class _CommonShingles:
 
 def _compare_without_template(recipe: DataRecipe, work: Path, common: _CommonShingles, shingle_counts: np.ndarray,
                               survivors: np.ndarray, signatures: np.ndarray, sides: np.ndarray, side_row: np.ndarray,
-                              all_bands: np.ndarray) -> dict[str, Any]:
+                              all_bands: np.ndarray, compared: np.ndarray) -> dict[str, Any]:
     """Find the shingles shared by a large share of the input's records (a template: dedup.py) and give every
-    surviving record that holds some new signatures (whole, prompt, answer) and band keys from its other
-    shingles, side by side (a side made of nothing but template keeps all its shingles); returns what the report
-    says about it."""
+    surviving record that holds some new signatures (whole, prompt, answer), band keys and `compared` counts
+    from its other shingles, side by side (a side made of nothing but template keeps all its shingles); returns
+    what the report says about it."""
     config = recipe.dedup
     template, needed = common.template(config.template_share, config.template_min_records)
     out: dict[str, Any] = {"records_needed": needed, "shingles": int(len(template)), "records_compared_without": 0}
@@ -348,6 +350,8 @@ def _compare_without_template(recipe: DataRecipe, work: Path, common: _CommonShi
         signatures[i] = combined
         if pair is not None:
             sides[side_row[i]] = pair
+        compared[i] = (n_prompt if new_prompt is None else len(new_prompt),
+                       n_answer if new_answer is None else len(new_answer))
         changed.append(int(i))
     if changed:
         all_bands[changed] = band_keys(np.asarray(signatures[changed]), config)
@@ -359,14 +363,18 @@ def _compare_without_template(recipe: DataRecipe, work: Path, common: _CommonShi
 
 
 class _SideRows:
-    """(prompt signature, answer signature) of the surviving records that have answers, None for the others."""
+    """(prompt signature, answer signature, prompt shingles, answer shingles) of the surviving records that have
+    answers, None for the others."""
 
-    def __init__(self, sides: np.ndarray, side_row: np.ndarray, survivors: np.ndarray):
-        self.sides, self.side_row, self.survivors = sides, side_row, survivors
+    def __init__(self, sides: np.ndarray, side_row: np.ndarray, survivors: np.ndarray, compared: np.ndarray):
+        self.sides, self.side_row, self.survivors, self.compared = sides, side_row, survivors, compared
 
     def __getitem__(self, local: int):
-        row = self.side_row[self.survivors[local]]
-        return None if row < 0 else (self.sides[row, 0], self.sides[row, 1])
+        i = self.survivors[local]
+        row = self.side_row[i]
+        if row < 0:
+            return None
+        return self.sides[row, 0], self.sides[row, 1], int(self.compared[i, 0]), int(self.compared[i, 1])
 
 
 class _Rows:

@@ -16,6 +16,7 @@ given, so an output record has the shape and id its input had.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -195,3 +196,35 @@ def output_record(item: Item) -> dict:
     """The record as written out: its own shape, with its id made explicit so dropped.jsonl and outputs agree."""
     record = item["record"]
     return record if record.get("id") not in (None, "") else {"id": item["id"], **record}
+
+
+_WORD = re.compile(r"\w+|[^\w\s]+")
+
+
+def answer_in_own_words(item: Item) -> str:
+    """What a record teaches a model to say on its own: its answers, less every word they copy from its prompt
+    (in order, as difflib aligns them); a record with no answer is all its text.
+
+    Fine-tuning trains on the answer, so a request that quotes a song called "Bitch Please II" and an answer
+    that copies the title into a slot teach the model to extract, not to swear; an answer that adds its own
+    insult is still all there to be scored.
+
+    >>> answer_in_own_words(to_item({"instruction": "play Bitch Please II", "context": "",
+    ...                              "response": '{"track": "Bitch Please II"}'}, "f.jsonl", 1))
+    '{" track ": " "}'
+    """
+    prompt, answers = sides(item)
+    if not any(a.strip() for a in answers):
+        return text_of(item)
+    from difflib import SequenceMatcher
+
+    asked = [w.lower() for w in _WORD.findall("\n".join(prompt))]
+    own = []
+    for answer in answers:
+        words = _WORD.findall(answer)
+        copied = [False] * len(words)
+        matcher = SequenceMatcher(None, asked, [w.lower() for w in words], autojunk=False)
+        for block in matcher.get_matching_blocks():
+            copied[block.b:block.b + block.size] = [True] * block.size
+        own.append(" ".join(w for w, c in zip(words, copied) if not c))
+    return "\n".join(own)

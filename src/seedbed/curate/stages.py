@@ -23,7 +23,7 @@ from seedbed.curate.dedup import (common_shingles, exact_key, record_shingles, r
                                   shingle_names)
 from seedbed.curate.normalise import normalise, repair_mojibake
 from seedbed.curate.quality import check_language, check_record, clean_ends_are_normal
-from seedbed.curate.records import Item, map_texts, output_record, set_texts, sides, text_of, texts, turns
+from seedbed.curate.records import Item, answer_in_own_words, map_texts, output_record, set_texts, sides, text_of, texts, turns
 
 # Language before quality: the Gopher rules (stop words, word lengths) are English rules, and a French record
 # should be named as French, not as "no stop words" (datatrove's example pipelines order them the same way).
@@ -190,9 +190,13 @@ class ChunkWorker:
         return kept
 
     def _toxicity(self, items: list[Item], result: dict) -> list[Item]:
-        scores = self.scorer.score_many([text_of(item) for item in items])
+        whole = self.scorer.score_many([text_of(item) for item in items])
+        if self.recipe.toxicity.scope == "answers":
+            scores = self.scorer.score_many([answer_in_own_words(item) for item in items])
+        else:
+            scores = whole
         kept = []
-        for item, score in zip(items, scores):
+        for item, score, score_whole in zip(items, scores, whole):
             worst = max(score.values(), default=0.0)
             result["toxicity_max"][min(int(worst * 10), 9)] += 1
             flagged = self.scorer.flagged(score)
@@ -201,6 +205,8 @@ class ChunkWorker:
                 self._drop(result, item, "toxicity", top, ", ".join(f"{c}={score[c]:.2f}" for c in flagged))
             else:
                 kept.append(item)
+                if self.scorer.flagged(score_whole):  # kept, and counted: the words are the request's, not the answer's
+                    result["stats"]["toxicity"]["changes"]["kept: toxic only in the request or copied from it"] += 1
         return kept
 
     def _quality(self, items: list[Item], result: dict) -> list[Item]:
