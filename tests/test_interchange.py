@@ -163,6 +163,9 @@ def test_unknown_hub_dataset_is_one_clear_data_error(fake_hub_datasets):
     assert fake_hub_datasets == [("nobody/nothing", "main", "test")]
     with pytest.raises(DataError, match="hf:OWNER/NAME"):
         read_examples(["hf:not an id"])
+    with pytest.raises(DataError, match="no such file or directory"):  # a missing relative file is not an id
+        read_examples(["nowhere/train.jsonl"])
+    assert len(fake_hub_datasets) == 1
 
 
 def test_hub_model_id_loads_from_the_local_hub_cache(tiny_model, tmp_path):

@@ -21,6 +21,7 @@ from seedbed.atomic import atomic_path
 from seedbed.errors import DataError, MissingExtra
 
 PREFIX = "hf:"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".gz", ".txt")
 _ID = r"[\w.-]+/[\w.-]+(?:/[\w.-]+)?(?::[\w.-]+)?"  # owner/name[/config][:split]
 
 
@@ -39,15 +40,16 @@ def hub_dataset(given: str | Path) -> HubDataset | None:
 
     >>> hub_dataset("hf:openai/gsm8k/main:test")
     HubDataset(repo='openai/gsm8k', config='main', split='test')
-    >>> hub_dataset("databricks/databricks-dolly-15k").split, hub_dataset("train.jsonl")
-    ('train', None)
+    >>> hub_dataset("databricks/databricks-dolly-15k").split, hub_dataset("train.jsonl"), hub_dataset("no/such.jsonl")
+    ('train', None, None)
     """
     text = str(given)
     if text.startswith(PREFIX):
         text = text[len(PREFIX):]
         if not re.fullmatch(_ID, text):
             raise DataError(f"{given}: a Hub data set is hf:OWNER/NAME[/CONFIG][:SPLIT]")
-    elif not isinstance(given, str) or Path(text).expanduser().exists() or not re.fullmatch(_ID, text):
+    elif (not isinstance(given, str) or Path(text).expanduser().exists() or not re.fullmatch(_ID, text)
+          or text.lower().endswith(DATA_SUFFIXES)):  # `data/train.jsonl` that is missing is a missing file
         return None
     name, _, split = text.partition(":")
     owner, repo, *config = name.split("/")
