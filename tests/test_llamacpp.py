@@ -50,6 +50,8 @@ def test_missing_llama_cpp_is_one_clear_cli_error(no_llama_cpp, tmp_path):
     gguf.write_bytes(b"GGUF")
     result = runner.invoke(app, ["generate", "--engine", "llama.cpp", "--model", str(gguf), "Hi"])
     assert result.exit_code == 2 and "llama-cpp-python" in result.output and "Traceback" not in result.output
+    # the whole pip line, its [llamacpp] too (rich markup once ate bracketed words out of every error)
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install \'seedbed[llamacpp]\'' in result.output
 
 
 def test_find_gguf_names_what_is_wrong(tmp_path, tiny_model):

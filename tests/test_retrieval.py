@@ -125,8 +125,8 @@ def test_unsupported_missing_and_pdf_without_pypdf_are_clear_errors(tmp_path, mo
     with pytest.raises(DocumentError, match="nowhere: no such file or directory"):
         read_documents([str(tmp_path / "nowhere")])
     (tmp_path / "paper.pdf").write_bytes(b"%PDF-1.4")
-    monkeypatch.setitem(sys.modules, "pypdf", None)  # as if not installed (it is not a dependency)
-    with pytest.raises(DocumentError, match=r"paper.pdf: .*pip install pypdf"):
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # as if installed without [rag]
+    with pytest.raises(DocumentError, match=r"paper.pdf: .*pip install 'seedbed\[rag\]'"):
         read_documents([str(tmp_path / "paper.pdf")])
 
 

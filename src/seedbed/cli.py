@@ -10,11 +10,13 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import typer
+from rich.markup import escape  # a message's [extra] is text, not rich markup
 from rich.console import Console
 from rich.table import Table
 
 from seedbed import cli_flags
 from seedbed.errors import SeedbedError
+from seedbed.extras import require_extras
 from seedbed.quiet import quiet_libraries
 from seedbed.recipe import (
     CompareRecipe, DataRecipe, DemoRecipe, DistillRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, QuantizeRecipe,
@@ -31,8 +33,15 @@ err = cli_flags.err
 
 
 def recipe_command(name: str, stage, section: str, default_recipe: str | None = None, group=None):
-    """A verb whose flags are the fields of `stage` (see `seedbed.cli_flags`); libraries are quieted before it runs."""
-    return cli_flags.recipe_command(group or app, name, stage, section, default_recipe, before=quiet_libraries)
+    """A verb whose flags are the fields of `stage` (see `seedbed.cli_flags`). Before it runs, its extras are
+    checked (a missing one is one line naming it) and the libraries are quieted."""
+    verb = f"data {name}" if group is data_app else name
+
+    def before(recipe) -> None:
+        require_extras(verb, recipe)
+        quiet_libraries()
+
+    return cli_flags.recipe_command(group or app, name, stage, section, default_recipe, before=before)
 
 
 @recipe_command("finetune", FinetuneRecipe, "finetune")
@@ -258,6 +267,7 @@ def index_cmd(
     Example: seedbed index docs/ --out runs/docs-index
     """
     try:
+        require_extras("index")
         from seedbed.retrieval import build_index, remove_from_index
 
         if remove:
@@ -266,7 +276,7 @@ def index_cmd(
             return
         report = build_index(paths, out, chunk_size=chunk_size, overlap=overlap)
     except SeedbedError as e:
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     console.print(report)
 

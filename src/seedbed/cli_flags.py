@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import typer
+from rich.markup import escape  # a message's [extra] is text, not rich markup
 from pydantic import BaseModel
 from rich.console import Console
 
 from seedbed.errors import SeedbedError
+from seedbed.extras import missing_extra_error
 from seedbed.recipe import load_recipe, packaged_recipe, validate
 
 SEP = "__"  # a nested field's Python parameter name: quality__min_words for --quality.min-words
@@ -109,7 +111,9 @@ def recipe_command(app: typer.Typer, name: str, stage: type[BaseModel], section:
 
     The verb's help is `fn`'s docstring; `fn`'s own parameters after the recipe become extra arguments. A
     `SeedbedError` is printed as one line and exits 2; anything else is a bug of ours and keeps its traceback.
-    `before()` runs after the recipe validated and before `fn` (the CLI quiets the libraries' logging there).
+    `before(recipe)` runs after the recipe validated and before `fn` (the CLI checks the verb's extras and quiets
+    the libraries' logging there). A library an extra installs that is still found missing while `fn` runs is
+    the same one-line error, naming the extra.
     """
 
     def register(fn):
@@ -133,10 +137,13 @@ def recipe_command(app: typer.Typer, name: str, stage: type[BaseModel], section:
                     raw = section_obj.model_dump(exclude_unset=True) if section_obj else {}
                 resolved = validate(stage, merged(raw, given), str(recipe_file or "flags"))
                 if before is not None:
-                    before()
-                return fn(resolved, **kwargs)
+                    before(resolved)
+                try:
+                    return fn(resolved, **kwargs)
+                except ModuleNotFoundError as e:
+                    raise missing_extra_error(e, f"seedbed {name}") or e
             except SeedbedError as e:
-                err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+                err.print(f"[bold red]error:[/bold red] {escape(str(e))}", markup=True, highlight=False)
                 raise typer.Exit(2) from None
 
         command.__signature__ = inspect.Signature([*extra, recipe_param, *recipe_options(stage)])

@@ -39,3 +39,7 @@ class ToolError(SeedbedError, ValueError):
 
 class RetrievalError(SeedbedError, ValueError):
     """A retrieval index or document that cannot be opened or updated as asked."""
+
+
+class MissingExtra(SeedbedError, ImportError):
+    """A verb's optional libraries are not installed; the message gives the pip line that installs its extra."""

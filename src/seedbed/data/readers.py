@@ -1,7 +1,8 @@
 """Read instruction data in the shapes people have and turn every record into a canonical `Example`.
 
 Files: `.jsonl`, `.json` (an array of records, or `{"data": [...]}`), `.csv` (header row), `.parquet`, and
-gzipped `.jsonl.gz` / `.json.gz` / `.csv.gz`. Directories are read recursively, in sorted order.
+gzipped `.jsonl.gz` / `.json.gz` / `.csv.gz`. Directories are read recursively, in sorted order. Data sets on
+the Hugging Face Hub (`hf:OWNER/NAME[/CONFIG][:SPLIT]`, `hub.py`) are read as JSON Lines files.
 
 Record shapes (chat, ShareGPT, self-instruct, dolly, alpaca, GSM8K, plain text) are in `shapes.py`; records of
 any other shape are read through a recipe's `mapping` of their fields (`mapping.py`).
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from seedbed.chat import Example
+from seedbed.data.hub import hub_dataset, hub_dataset_file
 from seedbed.data.mapping import apply_mapping
 from seedbed.data.shapes import SHAPES, BadField, examples_from_record
 from seedbed.errors import DataError
@@ -115,6 +117,13 @@ def read_examples(paths: list[str | Path], mapping: FieldMapping | None = None) 
 
 
 def _data_files(given: str | Path, problems: list[Problem]) -> list[Path]:
+    try:
+        hub = hub_dataset(given)
+        if hub is not None:  # a Hub data set, written once as JSON Lines and read as a file from here on
+            return [hub_dataset_file(hub)]
+    except DataError as e:
+        problems.append(Problem(str(given), 0, "-", str(e)))
+        return []
     path = resolve_data_path(given)
     if path.is_dir():
         # Hidden folders such as .ipynb_checkpoints hold stale copies that would duplicate the data.

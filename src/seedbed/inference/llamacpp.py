@@ -31,12 +31,13 @@ from pathlib import Path
 from seedbed.atomic import atomic_dir
 from seedbed.chat import Example, end_of_turn_token_ids, ensure_chat_template, tokenize_example
 from seedbed.errors import ModelLoadError
+from seedbed.extras import LLAMACPP_INSTALL
 from seedbed.inference.request import Request
 from seedbed.inference.scores import MAX_TOP, TokenScore
 from seedbed.inference.stops import CompiledSchemas, SchemaError, TextTracker
 from seedbed.models import embedded_gguf, seedbed_home
 
-INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install \'seedbed[llamacpp]\''
+INSTALL = LLAMACPP_INSTALL  # one install line for every verb that needs llama.cpp
 DEFAULT_CONTEXT = 8192  # tokens of KV cache: serve's default prompt limit (4096) plus its longest answer, with room
 LOSS_CHUNK = 128  # tokens per decode when scoring: bounds the logits buffer (chunk x vocab floats; 128 MB for Gemma)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")

@@ -31,7 +31,10 @@ import torch
 
 from seedbed.atomic import atomic_path
 from seedbed.errors import ModelLoadError
+from seedbed.extras import LLAMACPP_INSTALL
+from seedbed.licences import licence_of
 from seedbed.quantize.gguf_vocab import Vocab, vocab_of
+from seedbed.quantize.modelfile import write_modelfile
 
 _FT = gguf.LlamaFileType
 # The GGUF file type of each method `write_gguf_model` accepts (which of them `seedbed quantize` offers is
@@ -115,7 +118,9 @@ def quantize_gguf(src: str | Path, out_file: str | Path, method: str = "q4_k_m")
         import llama_cpp
     except ImportError as e:
         raise ModelLoadError(
-            "quantizing a GGUF needs llama.cpp's quantizer: pip install 'seedbed[llamacpp]'"
+            f"quantizing a GGUF needs llama.cpp's quantizer (llama-cpp-python), which is not installed. Install it "
+            f"with\n    {LLAMACPP_INSTALL}\nIt builds llama.cpp from source once (about 10 minutes on 2 cores; "
+            "needs a C++ compiler and cmake). --method f16 writes a GGUF without it."
         ) from e
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{method.upper()}", None)
     if ftype is None:
@@ -151,7 +156,8 @@ def _native_stderr_captured():
 
 
 def write_gguf_model(model_dir: str | Path, out_dir: str | Path, method: str) -> Path:
-    """What `seedbed quantize --method f16|q8_0|q4_k_m` runs: out_dir/model.gguf plus the HF tokenizer files.
+    """What `seedbed quantize --method f16|q8_0|q4_k_m` runs: out_dir/model.gguf plus the HF tokenizer files and
+    an Ollama Modelfile (`quantize.modelfile`).
 
     f32 / f16 / q8_0 are written directly; K-quants go through an f16 file in a temporary directory.
     The tokenizer files next to the GGUF keep the chat template and tokenizer at hand for other tools.
@@ -175,8 +181,10 @@ def write_gguf_model(model_dir: str | Path, out_dir: str | Path, method: str) ->
             f16 = export_gguf(model_dir, Path(scratch) / "model-f16.gguf", dtype="f16")
             quantize_gguf(f16, target, method)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    ensure_chat_template(tokenizer, AutoConfig.from_pretrained(model_dir).model_type)
+    config = AutoConfig.from_pretrained(model_dir)
+    ensure_chat_template(tokenizer, config.model_type)
     tokenizer.save_pretrained(out_dir)
+    write_modelfile(out_dir, tokenizer, config, licence_of(str(model_dir)), target.name)
     return target
 
 

@@ -1,6 +1,6 @@
 """Retrieval for grounded answers: `seedbed index PATH... --out INDEX`, then `seedbed serve --rag NAME=INDEX`.
 
-    documents.py  files to Documents (.txt .md .html .jsonl, .pdf with pypdf)
+    documents.py  files to Documents (.txt .md .html .jsonl, .pdf with pypdf: [rag])
     chunking.py   overlapping chunks cut at paragraph, sentence or word boundaries
     embedder.py   all-MiniLM-L6-v2 sentence vectors (384, unit length), loaded once per process
     ranking.py    a safe FTS5 query and reciprocal rank fusion

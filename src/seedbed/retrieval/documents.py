@@ -148,7 +148,8 @@ def _pdf_text(path: Path) -> str:
     try:
         from pypdf import PdfReader
     except ImportError:
-        raise DocumentError(f"{path}: reading PDF needs the optional package pypdf: pip install pypdf") from None
+        raise DocumentError(f"{path}: reading PDF needs pypdf, which comes with the [rag] extra: "
+                            "pip install 'seedbed[rag]'") from None
     try:
         return "\n\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
     except Exception as e:  # pypdf raises many types for damaged files

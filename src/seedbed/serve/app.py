@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from seedbed import __version__
+from seedbed.version import __version__
 from seedbed.serve.chat_completions import chat_completion
 from seedbed.serve.completions import text_completion
 from seedbed.serve.embeddings import embed_response

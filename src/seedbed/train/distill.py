@@ -31,6 +31,7 @@ import torch
 from seedbed.atomic import atomic_write_text
 from seedbed.chat import Example, render_prompt
 from seedbed.errors import RecipeError
+from seedbed.licences import licence_of
 from seedbed.models import load_model, load_tokenizer
 from seedbed.recipe import DistillRecipe, save_recipe
 from seedbed.train import callbacks as cb
@@ -327,9 +328,11 @@ def model_card(recipe: DistillRecipe, metrics: dict, recipe_yaml: str) -> str:
     val_line = (f"{val[0]['loss']:.4f} at step {val[0]['step']} → {val[-1]['loss']:.4f} at step {val[-1]['step']}"
                 if val else "none")
     kl_line = f"{kl[0]['kl']:.4f} → {kl[-1]['kl']:.4f}" if kl else "not measured (sequence mode)"
+    licence = licence_of(recipe.teacher)  # a student learns from (and may be cut from) its teacher: its terms
     return f"""---
 library_name: transformers
 base_model: {recipe.teacher}
+{licence.front_matter()}
 tags: [seedbed, distillation, {recipe.mode}]
 ---
 # Distilled from `{recipe.teacher}` with Seedbed
@@ -353,6 +356,7 @@ tokenizer (the teacher's).
 - **Wall time:** {metrics['wall_time_s']:.0f} s; estimated cost ${metrics['cost']['usd']:.4f} ({metrics['cost']['basis']})
 
 {truthfulness.card_section(metrics.get("truthfulness"), base_label="teacher")}
+{licence.section(recipe.teacher)}
 ## Recipe
 ```yaml
 {recipe_yaml.rstrip()}

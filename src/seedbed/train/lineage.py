@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
+from seedbed.licences import licence_of
 from seedbed.train.truthfulness import card_section
 
 PACKAGES = ("seedbed", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "safetensors", "tokenizers")
@@ -87,9 +88,11 @@ def model_card(*, base: str, method: str, files: list, metrics: dict, recipe_yam
     )
     cost = metrics["cost"]
     ex = metrics["examples"]
+    licence = licence_of(base)  # a fine-tune carries its base's terms
     return f"""---
 library_name: transformers
 base_model: {base}
+{licence.front_matter()}
 tags: [seedbed, {method}, instruction-tuned]
 ---
 # Fine-tuned from `{base}` with Seedbed
@@ -117,6 +120,7 @@ Instruction-tuned ({method}) with `seedbed finetune`. Prompt it with the chat te
 - **Packages:** {versions}
 
 {card_section(metrics.get("truthfulness"))}
+{licence.section(base)}
 ## Recipe
 ```yaml
 {recipe_yaml.rstrip()}
