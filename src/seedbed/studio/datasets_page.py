@@ -117,7 +117,6 @@ def highlighted(example, model: str) -> str:
 def dataset_view(request: Request, path: str, prompt: str = "", response: str = "", response_json: str = "",
                  system: str = "", model: str = ""):
     s = request.app.state.studio
-    model = model or DEFAULT_TEMPLATE_MODEL
     mapping_fields = {k: v for k, v in {"prompt": prompt, "response": response, "system": system}.items() if v}
     if response_json:
         mapping_fields["response_json"] = [f.strip() for f in response_json.split(",") if f.strip()]
@@ -133,7 +132,10 @@ def dataset_view(request: Request, path: str, prompt: str = "", response: str = 
                  f'<span id="dataset-count">{info["examples"]:,}</span> examples · fields: '
                  f"<code>{escape(', '.join(info['fields']))}</code></p>")
     body += mapping_form(path, prompt, response, response_json, system, model)
-    if info and info["first"] is not None:
+    if info and info["first"] is not None and not model:
+        body += ('<p class=meta id="no-preview">Apply the mapping with a model named to see the first example '
+                 "through its chat template (the first use of a model converts it once: minutes).</p>")
+    elif info and info["first"] is not None:
         try:
             preview = highlighted(info["first"], model)
             body += (f"<h3>The first example as <code>{escape(model)}</code> sees it</h3><p class=meta>Green: the "
@@ -162,5 +164,5 @@ def mapping_form(path, prompt, response, response_json, system, model) -> str:
             + row("response", response, "the answer as a template, e.g. {answer}")
             + row("response_json", response_json, "or the answer as JSON of these fields: intent, slots")
             + row("system", system, "an optional system turn")
-            + row("model", model, "whose chat template the preview uses (a name or a model directory)")
+            + row("model", model or DEFAULT_TEMPLATE_MODEL, "whose chat template the preview uses (a name or a model directory)")
             + '<span></span><button id="mapping-apply">Apply</button></form>')
