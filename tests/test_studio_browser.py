@@ -60,6 +60,12 @@ def wait_for_job(page, url: str, timeout_s: float = 300) -> str:
     return state
 
 
+def new_page(browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(120_000)  # a shared 2-core machine: a page that loads a tokenizer can take a while
+    return page
+
+
 def shot(page, name: str) -> None:
     where = os.environ.get("STUDIO_SCREENSHOTS")
     if where:
@@ -79,7 +85,7 @@ def test_the_lifecycle_in_a_browser(tmp_path, tiny_model):
         with playwright_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
                                          args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page = new_page(browser)
             # Datasets: upload, detected shape, the template preview through the tiny model, prepare.
             page.goto(f"{base}/datasets")
             page.set_input_files("#upload-file", str(upload))
@@ -110,7 +116,7 @@ def test_the_lifecycle_in_a_browser(tmp_path, tiny_model):
             page.close()
             stop_studio(studio)
             studio = start_studio(data_dir, port)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page = new_page(browser)
             wait_for_job(page, job_url)
             train = page.get_attribute('polyline.curve.now[data-name="train"]', "points")
             assert len(train.split()) >= 6  # a drawn curve, one point a logged step

@@ -130,3 +130,31 @@ def test_the_job_store_lists_newest_first_and_records_an_end_once(tmp_path):
     assert jobs.store.mark_finished(ids[0], "failed", 1, "x")
     assert not jobs.store.mark_finished(ids[0], "done", 0)  # an end is recorded once
     assert jobs.store.get(ids[0]).state == "failed"
+
+
+def test_a_runner_still_shutting_down_after_writing_its_status_does_not_stall_the_scheduler(tmp_path):
+    """Regression: the scheduler waited (5 s, then raised) for a runner that had written exit.json but was still
+    tearing down its interpreter on a busy machine, and the exception stopped the queue for good."""
+    import subprocess
+    import sys
+
+    from seedbed.studio.runner import EXIT_FILE
+
+    jobs = Scheduler(tmp_path)
+    job_id = jobs.submit("quantize", build_recipe("quantize", {"out": "runs/q"}, tmp_path))
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(jobs.job_dir(job_id))])
+    try:
+        jobs.children[job_id] = slow
+        jobs.store.mark_running(job_id, slow.pid)
+        (jobs.job_dir(job_id) / EXIT_FILE).write_text('{"returncode": 0}')
+        started = time.monotonic()
+        jobs.tick()
+        assert time.monotonic() - started < 2
+        assert jobs.store.get(job_id).state == "done"
+        assert job_id in jobs.children  # collected by a later tick, once it has exited
+        slow.kill()
+        slow.wait()
+        jobs.tick()
+        assert job_id not in jobs.children
+    finally:
+        slow.kill()

@@ -10,6 +10,7 @@ closing the tab or restarting the studio leaves it running; a restarted studio r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from seedbed.studio import runner
 from seedbed.studio.store import Job, JobStore
 from seedbed.studio.verbs import verb_of
 
+log = logging.getLogger("seedbed.studio")
 KILLED = ("the job's process ended without an exit status (killed: SIGKILL, out of memory, or the machine "
           "restarted); its log is kept below")
 
@@ -61,7 +63,7 @@ class Scheduler:
         """Record the end of jobs whose process ended; start the oldest queued job when none runs."""
         with self.lock:
             for job_id in [i for i, child in self.children.items() if child.poll() is not None]:
-                if self.store.get(job_id).finished_or_failed:  # cancelled: nothing left to record
+                if self.store.get(job_id).finished_or_failed:  # recorded (or cancelled): nothing left to do
                     self.children.pop(job_id)
             running = self.store.list(states=("running",))
             for job in running:
@@ -83,6 +85,7 @@ class Scheduler:
         """A running job whose runner wrote its exit status is done or failed; one whose process is gone without
         writing it was killed, and fails."""
         exit_file = self.job_dir(job.id) / runner.EXIT_FILE
+        alive = self.alive(job)  # asked before the file: a runner found gone had written its status by then
         if exit_file.is_file():
             code = json.loads(exit_file.read_text())["returncode"]
             self.reap(job.id)
@@ -91,14 +94,16 @@ class Scheduler:
             else:
                 reason = (f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
                 self.store.mark_finished(job.id, "failed", code, reason)
-        elif not self.alive(job):
+        elif not alive:
             self.reap(job.id)
             self.store.mark_finished(job.id, "failed", None, KILLED)
 
     def reap(self, job_id: int) -> None:
-        child = self.children.pop(job_id, None)
-        if child is not None:
-            child.wait(timeout=5)
+        """Collect a runner's exit if it has exited; one still shutting down (it wrote exit.json and is tearing
+        down its interpreter, seconds on a busy machine) is collected by a later tick, never waited for here."""
+        child = self.children.get(job_id)
+        if child is not None and child.poll() is not None:
+            self.children.pop(job_id)
 
     def alive(self, job: Job) -> bool:
         """Whether the job's runner still runs: its pid exists, is not a zombie, and is this job's runner (a pid the
@@ -131,7 +136,10 @@ class Scheduler:
 
         def loop():
             while not stop.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # a bug of ours: say so, and keep the queue moving (never a silent stop)
+                    log.exception("studio scheduler: a tick failed; retrying")
                 stop.wait(interval_s)
 
         thread = threading.Thread(target=loop, name="studio-scheduler", daemon=True)
