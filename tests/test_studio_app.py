@@ -106,6 +106,8 @@ def test_the_loss_chart_is_log_scale():
     ys = [float(p.split(",")[1]) for p in re.search(r'points="([^"]+)"', svg).group(1).split()]
     assert ys[0] < ys[1] < ys[2] and abs((ys[1] - ys[0]) - (ys[2] - ys[1])) < 0.2  # equal steps per factor of 10
     assert "No loss logged yet" in loss_chart({"train": []})
+    narrow = loss_chart({"train": [(0, 5.94), (24, 5.34)]})  # no round value in range: the ends are labelled
+    assert ">5.34</text>" in narrow and ">5.94</text>" in narrow
 
 
 def test_the_registry_traces_a_quantized_model_to_its_base_and_data(tmp_path):

@@ -36,7 +36,10 @@ def loss_chart(series: dict[str, list[tuple[float, float]]], past: dict[str, lis
     parts = [f'<svg class="loss-chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
              f'aria-label="{escape(title)}"><rect x="{PAD_L}" y="{PAD_T}" width="{W - PAD_L - PAD_R}" '
              f'height="{H - PAD_T - PAD_B}" fill="none" stroke="#e4e7eb"/>']
-    for tick in ticks(10 ** y0, 10 ** y1):
+    labels = ticks(10 ** y0, 10 ** y1)
+    if len(labels) < 3:  # a narrow range (5.3 to 6.0) holds no round value: label the curves' own ends
+        labels = sorted(set(labels) | {min(p[1] for p in points), max(p[1] for p in points)})
+    for tick in labels:
         y = sy(tick)
         parts.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#f0f3f6"/>'
                      f'<text x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.3g}</text>')
@@ -64,4 +67,4 @@ def ticks(low: float, high: float) -> list[float]:
     """Round values for a log axis between low and high: 1, 2, 5 times powers of ten (at most ~6)."""
     found = [m * 10 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
              for m in (1, 2, 5) if low <= m * 10 ** e <= high]
-    return found[:: max(1, len(found) // 6)] or [low]
+    return found[:: max(1, len(found) // 6)]
