@@ -281,6 +281,30 @@ def index_cmd(
     console.print(report)
 
 
+@app.command("studio")
+def studio_cmd(
+    data_dir: str = typer.Option("studio", "--data-dir", help="Where the studio keeps its jobs, datasets and models."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but localhost needs --token."),
+    port: int = typer.Option(7860, "--port", help="Port to listen on."),
+    token: str = typer.Option(None, "--token", envvar="SEEDBED_STUDIO_TOKEN",
+                              help="Required on every request (open the printed link once); needed off localhost."),
+    max_upload_mb: int = typer.Option(200, "--max-upload-mb", min=1, help="Largest dataset upload in MiB."),
+):
+    """Seedbed Studio: datasets, jobs (with live loss curves), models and a playground in the browser.
+
+    Jobs are processes of their own: they keep running when the tab closes or the studio stops.
+    Example: seedbed studio --data-dir ~/seedbed-studio
+    """
+    from seedbed.studio.server import run_studio
+
+    try:
+        run_studio(data_dir, host, port, token, max_upload_mb,
+                   on_ready=lambda url: console.print(f"Seedbed Studio on {url}", highlight=False))
+    except SeedbedError as e:
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 @models_app.command("list")
 def models_list():
     """Show the converted models in the local cache."""

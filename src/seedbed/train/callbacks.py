@@ -1,4 +1,5 @@
-"""Trainer callbacks: a rich progress bar (loss, tokens/s, ETA), wall-time bookkeeping across resumes, MLflow."""
+"""Trainer callbacks: a rich progress bar (loss, tokens/s, ETA), a progress log other processes read (the studio's
+loss curves), wall-time bookkeeping across resumes, MLflow."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
+from seedbed.atomic import append_line
+
 WALL_TIME_FILE = "seedbed_wall_time.json"
+PROGRESS_FILE = "progress.jsonl"  # in the run's out: one JSON line per log event (read by seedbed.studio)
 
 
 class RichProgress(TrainerCallback):
@@ -48,6 +52,42 @@ class RichProgress(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress:
             self.progress.stop()
+
+
+class ProgressLog(TrainerCallback):
+    """Append each log event (training loss, validation loss) with the step, total steps, tokens/s and elapsed time
+    to `out/progress.jsonl`, a line at a time, so another process (the studio) draws live curves from a run it
+    did not start. A run's own progress bar lives in its terminal; this file is what outlives it.
+
+    A line: {"step": 10, "max_steps": 40, "loss": 2.31, "eval_loss": null, "tokens_per_s": 812.0, "elapsed_s": 12.4}
+    """
+
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / PROGRESS_FILE
+        self.started_at = time.perf_counter()
+        self.tokens_at_start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.perf_counter()
+        self.tokens_at_start = state.num_input_tokens_seen
+        self.write(state, {"event": "begin"})
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        line = {k: float(logs[k]) for k in ("loss", "eval_loss") if isinstance(logs.get(k), (int, float))}
+        if line:
+            self.write(state, line)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.write(state, {"event": "end"})
+
+    def write(self, state, fields: dict) -> None:
+        elapsed = time.perf_counter() - self.started_at
+        tokens = state.num_input_tokens_seen - self.tokens_at_start
+        line = {"step": state.global_step, "max_steps": state.max_steps, **fields,
+                "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None, "elapsed_s": round(elapsed, 2)}
+        append_line(self.path, json.dumps(line))
 
 
 class WallClock(TrainerCallback):

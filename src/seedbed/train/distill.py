@@ -266,7 +266,7 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
     config = sft_config(recipe, out, has_val=bool(val_features), resumed=resume_from is not None,
                         precision_flags=precision_flags, save_total_limit=2)  # finetune's default
     clock = cb.WallClock(resume_from)
-    progress = [cb.RichProgress(disable=recipe.quiet, label="distill"), clock, cb.MLflowLogger(), *(callbacks or [])]
+    progress = [cb.RichProgress(disable=recipe.quiet, label="distill"), clock, cb.ProgressLog(recipe.out), cb.MLflowLogger(), *(callbacks or [])]
     if recipe.mode == "logit":
         from functools import partial
 

@@ -71,7 +71,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     clock = cb.WallClock(resume_from)
     trainer = build_trainer(
         answer_only_trainer_class(), model=model, tokenizer=tokenizer, config=config, train_features=train_features,
-        val_features=val_features, callbacks=[cb.RichProgress(disable=recipe.quiet), clock, cb.MLflowLogger(),
+        val_features=val_features, callbacks=[cb.RichProgress(disable=recipe.quiet), clock, cb.ProgressLog(out), cb.MLflowLogger(),
                                               *(callbacks or [])],
         peft_config=peft_config,
     )
