@@ -39,3 +39,7 @@ class ToolError(SeedbedError, ValueError):
 
 class RetrievalError(SeedbedError, ValueError):
     """A retrieval index or document that cannot be opened or updated as asked."""
+
+
+class TrainingDiverged(SeedbedError, RuntimeError):
+    """A training run whose loss or gradient stopped being a finite number; the message names the step."""
