@@ -100,7 +100,7 @@ def test_prepare_accounts_for_every_record(planted, tmp_path):
     assert {r.get("category") for r in validation} >= {"open_qa", "brainstorming"}
     assert report["duplicates"]["exact_clusters"] == 1 and report["duplicates"]["near_clusters"] == 1
     assert (out / "recipe.yaml").read_text().startswith("data:")
-    assert not (out / ".prepare-work").exists()
+    assert not list(out.parent.glob(f".{out.name}.*"))  # its work folder took OUT's place, nothing left beside it
 
 
 def test_same_result_with_one_or_two_workers(planted, tmp_path):
@@ -189,3 +189,40 @@ def test_ray_engine_gives_the_same_result(planted, tmp_path):
         assert report["engine"] == engine
         results.append([(out / n).read_text() for n in ("train.jsonl", "validation.jsonl", "dropped.jsonl")])
     assert results[0] == results[1]
+
+
+def test_a_run_killed_mid_way_leaves_the_last_output_and_a_rerun_writes_the_same(tmp_path):
+    """kill -9 part-way through: OUT still holds the previous run whole, and the next run writes the same files."""
+    import os
+    import signal
+    import sys
+    import time
+
+    records = [_clean(i, f"{TOPICS[i % 20]} number {i}") for i in range(3000)]
+    raw = write_jsonl(tmp_path / "raw.jsonl", records)
+    out = tmp_path / "out"
+    settings = dict(inputs=[str(raw)], out=str(out), workers=1, chunk_size=100, pii={"names": False}, quiet=True)
+    prepare(DataRecipe(**settings))
+    names = ("train.jsonl", "validation.jsonl", "dropped.jsonl")
+    first = {name: (out / name).read_bytes() for name in names}
+    counts = json.loads((out / "report.json").read_text())["stages"]
+
+    script = f"from seedbed.curate.prepare import prepare; from seedbed.recipe import DataRecipe; prepare(DataRecipe(**{settings!r}))"
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:  # kill once the work folder holds kept records
+        spill = [p for p in tmp_path.glob(".out.tmp-*/kept.jsonl") if p.stat().st_size > 0]
+        if spill:
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert child.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert list(tmp_path.glob(".out.tmp-*"))  # it died mid-run, leaving its work folder
+    assert {name: (out / name).read_bytes() for name in names} == first  # OUT untouched by the killed run
+
+    prepare(DataRecipe(**settings))
+    assert {name: (out / name).read_bytes() for name in names} == first
+    again = json.loads((out / "report.json").read_text())["stages"]
+    strip = [{k: v for k, v in s.items() if k not in ("seconds", "records_per_s")} for s in counts]
+    assert [{k: v for k, v in s.items() if k not in ("seconds", "records_per_s")} for s in again] == strip
+    assert not list(tmp_path.glob(".out.*"))  # the killed run's work folder is gone

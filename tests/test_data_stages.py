@@ -142,3 +142,24 @@ def test_stream_records_reads_gzip_line_by_line(tmp_path):
     records = list(stream_records([path], problems))
     assert not problems and len(records) == 5000
     assert records[-1][1] == 5000 and "\u2028" in records[0][2]["text"]
+
+
+def test_a_stage_retried_record_by_record_counts_each_drop_once(monkeypatch):
+    import seedbed.curate.stages as stages
+    from seedbed.recipe import DataRecipe
+
+    def judged(item, config, *args):  # a rule drops "short"; "fragile" makes the stage raise
+        if item["id"] == "fragile":
+            raise ValueError("cannot judge this one")
+        return "too_short" if item["id"] == "short" else None
+
+    monkeypatch.setattr(stages, "check_record", judged)
+    recipe = DataRecipe(inputs=["-"], pii={"enabled": False}, toxicity={"enabled": False},
+                        language={"enabled": False}, dedup={"near": False})
+    items = [to_item({"id": i, "text": f"record {i}"}, "f.jsonl", n) for n, i in enumerate(["short", "fragile", "ok"])]
+    result = stages.ChunkWorker(recipe).process(items)
+    # The chunk attempt dropped "short" before "fragile" raised; the retry record by record must not count it again.
+    assert sorted(d["id"] for d in result["dropped"]) == ["fragile", "short"]
+    assert result["stats"]["quality"]["dropped"] == 2
+    assert dict(result["stats"]["quality"]["reasons"]) == {"quality:too_short": 1, "quality:error": 1}
+    assert [item["id"] for item in result["kept"]] == ["ok"]

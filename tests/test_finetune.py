@@ -342,3 +342,84 @@ def test_the_detector_finds_planted_rows_and_no_ordinary_one():
     assert "similarity" in " ".join(flagged[2]) and "norm 0." in " ".join(flagged[3])
     everyone = judge_rows(weight, ordinary.tolist(), reference, ordinary)
     assert not [i for i, (_, reasons) in everyone.items() if reasons]  # no false alarm among 880 ordinary rows
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step(tiny_model, data, tmp_path):
+    from seedbed.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="diverged at step 2: the loss is nan"):
+        finetune(quick_recipe(tiny_model, data, tmp_path / "nan", method="full", lr=1e36, max_steps=4))
+    assert not (tmp_path / "nan" / "metrics.json").exists() and not (tmp_path / "nan" / "model.safetensors").exists()
+
+
+def test_a_loss_spike_is_flagged_and_a_finished_run_is_not_resumed(tiny_model, data, tmp_path):
+    out = tmp_path / "spike"
+    m = finetune(quick_recipe(tiny_model, data, out, method="full", lr=1000, max_steps=4, eval_steps=2)).metrics
+    # lr 1000 blows the loss up at step 2, then leaves uniform predictions whose loss is about the starting one.
+    assert m["diverged"]["step"] == 2 and m["diverged"]["loss"] > 100 * m["diverged"]["first_loss"]
+    strict = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert strict["diverged"] == m["diverged"]
+    healthy = finetune(quick_recipe(tiny_model, data, tmp_path / "ok", max_steps=4, eval_steps=2)).metrics
+    assert healthy["diverged"] is None
+
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(RecipeError, match="this run finished"):
+        finetune(FinetuneRecipe(out=str(out), resume=True, quiet=True))
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_a_kill_during_a_checkpoint_save_resumes_from_the_last_complete_one(tiny_model, data, tmp_path):
+    """kill -9 while checkpoint-4 is being saved (its optimizer state half written, no seal): --resume passes it
+    over, continues from checkpoint-2, and gives the uninterrupted run's loss curve."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    settings = dict(max_steps=6, save_steps=2, val_fraction=0)  # no validation: the train curve is the check
+    whole = finetune(quick_recipe(tiny_model, data, tmp_path / "whole", **settings)).metrics
+    out = tmp_path / "killed"
+    recipe = quick_recipe(tiny_model, data, out, **settings)
+    script = f"""
+import os, signal
+from transformers import TrainerCallback
+from seedbed.recipe import FinetuneRecipe
+from seedbed.train.finetune import finetune
+
+class KillWhileSaving(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            optimizer = os.path.join(args.output_dir, "checkpoint-4", "optimizer.pt")
+            os.truncate(optimizer, os.path.getsize(optimizer) // 2)  # cut off mid-write
+            os.kill(os.getpid(), signal.SIGKILL)
+
+finetune(FinetuneRecipe.model_validate_json({recipe.model_dump_json()!r}), callbacks=[KillWhileSaving()])
+"""
+    child = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert child.returncode == -signal.SIGKILL
+    checkpoints = out / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+    resumed = finetune(FinetuneRecipe(out=str(out), resume=True, quiet=True)).metrics
+    assert resumed["steps"] == 6
+    assert [h["step"] for h in resumed["train"]] == [h["step"] for h in whole["train"]]
+    for a, b in zip(resumed["train"], whole["train"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
+
+
+def test_the_lora_adapter_reloads_with_peft_and_equals_the_merged_model(tiny_model, data, tmp_path):
+    from peft import PeftModel
+
+    out = tmp_path / "lora"
+    finetune(quick_recipe(tiny_model, data, out, method="lora", max_steps=4, template_tokens="off"))
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert len(adapter) > 0 and all(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)
+    base, tokenizer = load_model(str(tiny_model))
+    with_adapter = PeftModel.from_pretrained(base, str(out / "adapter")).eval()
+    merged = load_model(str(out))[0].eval()
+    ids = tokenizer("What is 3 plus 4?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(with_adapter(input_ids=ids).logits, merged(input_ids=ids).logits,
+                                   atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(load_model(str(tiny_model))[0](input_ids=ids).logits,
+                                  merged(input_ids=ids).logits, atol=1e-3)  # the adapter changed the outputs

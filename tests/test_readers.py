@@ -471,3 +471,29 @@ def test_finetune_and_distill_read_their_data_and_val_data_through_the_mapping(t
         assert data.files[0].shapes == {"mapping": 2}
         assert [e.messages[0]["content"] for e in train_examples + val_examples] == [
             f"Turn this request into JSON: {r['text']}" for r in SNIPS]
+
+
+def test_default_ids_differ_for_files_of_the_same_name_in_different_folders(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "train.jsonl").write_text(json.dumps({"text": f"from {folder}"}) + "\n")
+    examples = read_examples([tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"]).examples
+    assert [e.id for e in examples] == ["a/train.jsonl:1", "b/train.jsonl:1"]
+    alone = read_examples([tmp_path / "a" / "train.jsonl"]).examples  # one file: its name, as before
+    assert [e.id for e in alone] == ["train.jsonl:1"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_deeply_nested_record_is_a_file_line_problem(tmp_path, suffix):
+    deep = "[" * 100_000 + "]" * 100_000  # past the JSON decoder's recursion limit
+    middling = {"text": "hi", "meta": json.loads("[" * 200 + "]" * 200)}  # parses, but later copies would recurse
+    lines = [json.dumps({"text": "fine"}), '{"text": "x", "meta": ' + deep + "}", json.dumps(middling)]
+    path = tmp_path / f"deep{suffix}"
+    path.write_text("\n".join(lines) + "\n" if suffix == ".jsonl" else "[\n" + ",\n".join(lines) + "\n]\n")
+    with pytest.raises(DataError) as error:
+        read_examples([path])
+    said = str(error.value)
+    if suffix == ".jsonl":
+        assert f"{path}:2: field '-': nested deeper than" in said and f"{path}:3: field '-': nested deeper" in said
+    else:  # the whole array is one JSON value: where it starts is named
+        assert f"{path}:1: field '-': nested deeper than" in said

@@ -57,6 +57,7 @@ def finetune_cmd(recipe: FinetuneRecipe):
     if "stopped_at_step" in m:
         console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed finetune --out {result.out} --resume")
         return
+    warn_if_diverged(m)
     val = m["val"]
     console.print(
         f"[green]Done.[/green] {m['steps']} steps, {m['tokens_seen']:,} tokens at {m['tokens_per_s']:,.0f} tokens/s "
@@ -64,6 +65,16 @@ def finetune_cmd(recipe: FinetuneRecipe):
         + (f"; validation loss {val[0]['loss']:.4f} → {val[-1]['loss']:.4f}" if val else "")
     )
     console.print(f"Model, recipe.yaml, metrics.json and model card (README.md) in {result.out}")
+
+
+def warn_if_diverged(metrics: dict) -> None:
+    """A run whose loss spiked (`trainer.loss_spike`) is not reported as a success: its files are kept for a look,
+    and the command exits 1."""
+    spike = metrics.get("diverged")
+    if spike:
+        console.print(f"[red]Diverged.[/red] The training loss rose to {spike['loss']:.4g} at step {spike['step']} "
+                      f"(it started at {spike['first_loss']:.4f}); lower --lr. The model written is not to be trusted.")
+        raise typer.Exit(1)
 
 
 @recipe_command("generate", GenerateRecipe, "generate")
@@ -227,6 +238,7 @@ def distill_cmd(recipe: DistillRecipe):
     if "stopped_at_step" in m:
         console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed distill --out {result.out} --resume")
         return
+    warn_if_diverged(m)
     console.print(f"[green]Done.[/green] Student, recipe.yaml, metrics.json and model card in {result.out}")
 
 

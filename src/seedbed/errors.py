@@ -43,3 +43,7 @@ class RetrievalError(SeedbedError, ValueError):
 
 class MissingExtra(SeedbedError, ImportError):
     """A verb's optional libraries are not installed; the message gives the pip line that installs its extra."""
+
+
+class TrainingDiverged(SeedbedError, RuntimeError):
+    """A training run whose loss or gradient stopped being a finite number; the message names the step."""

@@ -10,13 +10,15 @@ stays bounded on inputs larger than RAM.
 Writes to OUT: train.jsonl and validation.jsonl (records in their input shape, with their ids), dropped.jsonl
 (id, source file:line, stage, reason and detail of every dropped record, and the record itself), report.json
 (counts that reconcile: input = kept + dropped, and per stage records_in - dropped = records_out), report.html (the
-datasheet), and recipe.yaml. All are written in a work folder and moved into OUT at the end, so OUT never holds half a run.
+datasheet), and recipe.yaml. All are written in a work folder beside OUT that takes OUT's place at the end, so OUT
+never holds half a run; an OUT that is, holds or sits inside an input is refused, and an existing OUT is replaced
+only if Seedbed wrote it (`seedbed.atomic`). A run killed part-way leaves OUT as it was; the next run removes its
+work folder and, on the same inputs and recipe, writes the same records.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -25,13 +27,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from seedbed.atomic import atomic_dir, check_output_dir
 from seedbed.curate.balance import balance, histogram, split
 from seedbed.curate.dedup import band_keys, near_duplicate_clusters, record_signatures, without_template
 from seedbed.curate.engines import default_workers, run_local, run_ray
 from seedbed.curate.records import Item, output_record, text_of, to_item
 from seedbed.curate.stages import STAGES, TOXICITY_EDGES, dropped_entry, new_stats
 from seedbed.data.mapping import apply_mapping
-from seedbed.data.readers import Problem, data_error, stream_records
+from seedbed.data.readers import Problem, data_error, data_files, id_prefixes, stream_records
 from seedbed.data.shapes import BadField
 from seedbed.recipe import DataRecipe, save_recipe
 
@@ -50,17 +53,10 @@ def prepare(recipe: DataRecipe, on_progress: Callable[[int], None] | None = None
     """
     if not recipe.inputs:
         raise data_error([Problem("-", 0, "inputs", "no input files given")])
-    out = Path(recipe.out)
-    work = out / ".prepare-work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+    check_output_dir(recipe.out, recipe.inputs)  # never over, around or inside the data it reads
+    with atomic_dir(recipe.out, replace=True) as work:  # OUT is the old run or this one, whole, never a mix
         report = _run(recipe, work, on_progress)
-        for name in OUTPUTS:  # each file moves atomically; OUT never holds a mix of two runs' outputs
-            (work / name).replace(out / name)
-        return report
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return report
 
 
 def _chunks(recipe: DataRecipe, problems: list[Problem], inputs: list[dict]) -> Iterator[list[Item]]:
@@ -68,6 +64,7 @@ def _chunks(recipe: DataRecipe, problems: list[Problem], inputs: list[dict]) -> 
     files are still read to the end so that the error lists every problem, not just the first."""
     chunk: list[Item] = []
     files: dict[str, dict] = {}
+    prefixes = id_prefixes(data_files(recipe.inputs))
     for file, line, record in stream_records(recipe.inputs, problems):
         summary = files.get(file)
         if summary is None:
@@ -76,8 +73,8 @@ def _chunks(recipe: DataRecipe, problems: list[Problem], inputs: list[dict]) -> 
         summary["records"] += 1
         try:
             if recipe.mapping is not None:  # the user's own fields, as a chat (seedbed.data.mapping)
-                record = apply_mapping(record, recipe.mapping, f"{Path(file).name}:{line}")
-            item = to_item(record, file, line)
+                record = apply_mapping(record, recipe.mapping, f"{prefixes.get(file, Path(file).name)}:{line}")
+            item = to_item(record, file, line, prefixes.get(file))
         except BadField as bad:
             problems.append(Problem(file, line, bad.field, bad.message))
             continue

@@ -36,9 +36,10 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
 Item = dict[str, Any]  # {"id", "source", "shape", "category", "record"}: plain data, so it pickles across processes
 
 
-def to_item(record: Any, file: str, line: int) -> Item:
-    """Validate a record (raises `shapes.BadField`) and wrap it for the pipeline."""
-    default_id = f"{Path(file).name}:{line}"
+def to_item(record: Any, file: str, line: int, id_prefix: str | None = None) -> Item:
+    """Validate a record (raises `shapes.BadField`) and wrap it for the pipeline. A record without an id is given
+    `ID_PREFIX:LINE` (`readers.id_prefixes`; the file's name by default)."""
+    default_id = f"{id_prefix or Path(file).name}:{line}"
     _, examples = examples_from_record(record, default_id, f"{file}:{line}")
     shape = record_shape(record)
     category = record.get("category")

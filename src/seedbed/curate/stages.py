@@ -50,6 +50,26 @@ def dropped_entry(item: Item, stage: str, reason: str, detail: str | None = None
     return entry
 
 
+def chunk_accounts() -> dict[str, Any]:
+    """What the per-record stages count over a chunk: stats per stage, dropped entries, and the histograms."""
+    return {"stats": {stage: new_stats() for stage in MAP_STAGES}, "dropped": [], "redactions": Counter(),
+            "languages": Counter(), "toxicity_max": [0] * (len(TOXICITY_EDGES) - 1)}
+
+
+def add_accounts(total: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add the counts of one stage attempt (`chunk_accounts`) to the chunk's."""
+    for stage, stats in part["stats"].items():
+        into = total["stats"][stage]
+        into["dropped"] += stats["dropped"]
+        into["modified"] += stats["modified"]
+        into["reasons"].update(stats["reasons"])
+        into["changes"].update(stats["changes"])
+    total["dropped"].extend(part["dropped"])
+    total["redactions"].update(part["redactions"])
+    total["languages"].update(part["languages"])
+    total["toxicity_max"] = [a + b for a, b in zip(total["toxicity_max"], part["toxicity_max"])]
+
+
 class ChunkWorker:
     """Holds what the stages load once per process (NER model, classifier, evaluation n-grams)."""
 
@@ -67,11 +87,8 @@ class ChunkWorker:
         self.eval_ngrams = EvalNgrams.from_files(recipe.decontaminate) if recipe.decontaminate.eval_sets else None
 
     def process(self, items: list[Item]) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "stats": {stage: new_stats() for stage in MAP_STAGES}, "dropped": [], "redactions": Counter(),
-            "languages": Counter(), "toxicity_max": [0] * (len(TOXICITY_EDGES) - 1),
-            "lengths_before": [len(text_of(item)) for item in items],
-        }
+        result = chunk_accounts()
+        result["lengths_before"] = [len(text_of(item)) for item in items]
         r = self.recipe
         # Whether this chunk's answers normally end with a full stop, judged on the chunk as it came in, so that
         # a stage retried record by record (`_guarded`) judges a record as it would have in its chunk.
@@ -141,17 +158,28 @@ class ChunkWorker:
         return keys
 
     def _guarded(self, stage: str, step: Callable, items: list[Item], result: dict) -> list[Item]:
-        """Run a stage on the chunk; if it raises, run it record by record and drop only the records that fail."""
+        """Run a stage on the chunk; if it raises, run it record by record and drop only the records that fail.
+
+        Each attempt counts into accounts of its own, added to the chunk's only when the attempt succeeds: a
+        chunk attempt that fails part-way has already dropped some records, and they must not be counted (and
+        written to dropped.jsonl) again when the records are retried one by one.
+        """
+        attempt = chunk_accounts()
         try:
-            return step(items, result)
+            kept = step(items, attempt)
         except Exception:  # noqa: BLE001 - any failure of a stage must cost a record, never the run
             kept = []
             for item in items:
+                attempt = chunk_accounts()
                 try:
-                    kept.extend(step([item], result))
+                    kept.extend(step([item], attempt))
                 except Exception as error:  # noqa: BLE001
                     self._drop(result, item, stage, "error", f"{type(error).__name__}: {error}"[:500], text=None)
+                    continue
+                add_accounts(result, attempt)
             return kept
+        add_accounts(result, attempt)
+        return kept
 
     def _drop(self, result: dict, item: Item, stage: str, reason: str, detail: str | None = None,
               text: str | None = "") -> None:

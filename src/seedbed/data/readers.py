@@ -36,6 +36,7 @@ from seedbed.recipe import FieldMapping
 PACKAGED_PREFIX = "seedbed:"
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz", ".csv.gz")
 MAX_PROBLEMS_SHOWN = 20
+MAX_DEPTH = 64  # nesting levels of a record; real records use a handful, and Python's recursion ends near 1,000
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,41 @@ def read_examples(paths: list[str | Path], mapping: FieldMapping | None = None) 
     problems: list[Problem] = []
     examples: list[Example] = []
     summaries: list[FileSummary] = []
+    listed = []  # (files, problems listing them) of each path given, reported in the order given
     for given in paths:
-        for file in _data_files(given, problems):
-            summary, file_examples = _read_file(file, problems, mapping)
+        listing: list[Problem] = []
+        listed.append((_data_files(given, listing), listing))
+    prefixes = id_prefixes([file for found, _ in listed for file in found])
+    for found, listing in listed:
+        problems.extend(listing)
+        for file in found:
+            summary, file_examples = _read_file(file, problems, mapping, prefixes[str(file)])
             summaries.append(summary)
             examples.extend(file_examples)
     if problems:
         raise data_error(problems)
     return InstructionData(examples, summaries)
+
+
+def id_prefixes(files: list[str | Path]) -> dict[str, str]:
+    """The prefix of the default ids of each file's records (`PREFIX:LINE`, for records without an `id`): the
+    file's name, or as many of its last path parts as it takes to tell it from the other files read with it, so
+    that `a/train.jsonl` and `b/train.jsonl` do not give two records the same id.
+
+    >>> id_prefixes(["data/a/train.jsonl", "data/b/train.jsonl", "data/b/extra.jsonl"])
+    {'data/a/train.jsonl': 'a/train.jsonl', 'data/b/train.jsonl': 'b/train.jsonl', 'data/b/extra.jsonl': 'extra.jsonl'}
+    """
+    parts = {str(f): Path(f).absolute().parts for f in files}
+    prefixes: dict[str, str] = {}
+    depth = 1
+    while len(prefixes) < len(parts):
+        pending = {name: p for name, p in parts.items() if name not in prefixes}
+        tails = Counter(p[-depth:] for p in parts.values())
+        for name, p in pending.items():
+            if tails[p[-depth:]] == 1 or depth >= len(p):  # unique, or the same file given twice: its whole path
+                prefixes[name] = "/".join(p[-depth:]).removeprefix("//")
+        depth += 1
+    return {name: prefixes[name] for name in parts}
 
 
 def _data_files(given: str | Path, problems: list[Problem]) -> list[Path]:
@@ -147,7 +175,8 @@ def _suffix(path: Path) -> str | None:
     return next((s for s in SUFFIXES if path.name.lower().endswith(s)), None)
 
 
-def _read_file(path: Path, problems: list[Problem], mapping: FieldMapping | None) -> tuple[FileSummary, list[Example]]:
+def _read_file(path: Path, problems: list[Problem], mapping: FieldMapping | None,
+               prefix: str) -> tuple[FileSummary, list[Example]]:
     name = str(path)
 
     def report(line: int, field_name: str, message: str) -> None:
@@ -161,8 +190,8 @@ def _read_file(path: Path, problems: list[Problem], mapping: FieldMapping | None
         records += 1
         try:
             if mapping is not None:
-                record = apply_mapping(record, mapping, f"{path.name}:{line}")
-            shape, made = examples_from_record(record, f"{path.name}:{line}", f"{name}:{line}")
+                record = apply_mapping(record, mapping, f"{prefix}:{line}")
+            shape, made = examples_from_record(record, f"{prefix}:{line}", f"{name}:{line}")
         except BadField as bad:
             report(line, bad.field, bad.message)
             continue
@@ -170,6 +199,12 @@ def _read_file(path: Path, problems: list[Problem], mapping: FieldMapping | None
         examples.extend(made)
     summary = FileSummary(name, hashlib.sha256(raw).hexdigest(), records, len(examples), dict(shapes))
     return summary, examples
+
+
+def data_files(paths: list[str | Path]) -> list[Path]:
+    """The data files the given files and directories hold, in the order they are read (problems left to the
+    reader)."""
+    return [file for given in paths for file in _data_files(given, [])]
 
 
 def stream_records(paths: list[str | Path], problems: list[Problem]) -> Iterator[tuple[str, int, Any]]:
@@ -251,9 +286,33 @@ def _jsonl_records(text, report: Report) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as e:
             report(number, "-", f"invalid JSON: {e.msg} (column {e.colno})")
+            continue
+        except RecursionError:
+            report(number, "-", f"nested deeper than {MAX_DEPTH} levels")
+            continue
+        if too_deep(record):
+            report(number, "-", f"nested deeper than {MAX_DEPTH} levels")
+            continue
+        yield number, record
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests lists and objects deeper than `limit`, found without recursion: later
+    steps (copying, pickling to worker processes) recurse, and a record nested a few hundred levels deep would
+    stop them with a RecursionError instead of a file:line problem."""
+    stack = [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -291,7 +350,13 @@ def _json_records(text: str, report: Report) -> Iterator[tuple[int, Any]]:
     except json.JSONDecodeError as e:
         report(e.lineno, "-", f"invalid JSON: {e.msg} (column {e.colno})")
         return
+    except RecursionError:
+        report(line_of(start), "-", f"nested deeper than {MAX_DEPTH} levels")
+        return
     for offset, record in items:
+        if too_deep(record):
+            report(line_of(offset), "-", f"nested deeper than {MAX_DEPTH} levels")
+            continue
         yield line_of(offset), record
 
 

@@ -6,7 +6,8 @@
 The output directory is complete: the quantized weights (a transformers directory, or `model.gguf` plus the
 tokenizer files), `recipe.yaml`, and `quantize.json` with what changed — bytes of the linear weights and of the
 whole model before and after, and which layers were left in float and why. It is written under a temporary
-name and renamed when finished, so a crash never leaves a half-quantized model behind.
+name and renamed when finished, so a crash never leaves a half-quantized model behind. An `--out` that is, holds or
+sits inside the model is refused, and an existing one is replaced only if Seedbed wrote it (`seedbed.atomic`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from seedbed.atomic import atomic_dir, atomic_write_text
+from seedbed.atomic import atomic_dir, atomic_write_text, check_output_dir
 from seedbed.errors import RecipeError
 from seedbed.recipe import QUANTIZE_METHODS, QuantizeRecipe, save_recipe
 
@@ -39,8 +40,7 @@ def quantize(recipe: QuantizeRecipe) -> QuantizeResult:
     if not (Path(source) / "config.json").is_file():
         raise RecipeError(f"model: {recipe.model} is not a local model; quantize needs its weights on disk")
     out = Path(recipe.out)
-    if out.resolve() == Path(source).resolve():
-        raise RecipeError("out: must differ from the model directory (quantize never overwrites its input)")
+    check_output_dir(out, [source])  # never over, around or inside the model it reads
     started = time.perf_counter()
     with atomic_dir(out, replace=True) as tmp:
         extra: dict = {}

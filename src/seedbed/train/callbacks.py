@@ -1,5 +1,5 @@
 """Trainer callbacks: a rich progress bar (loss, tokens/s, ETA), a progress log other processes read (the studio's
-loss curves), wall-time bookkeeping across resumes, MLflow."""
+loss curves), wall-time bookkeeping across resumes, MLflow, and the seal that marks a checkpoint complete."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
-from seedbed.atomic import append_line
+from seedbed.atomic import append_line, atomic_path
 
 WALL_TIME_FILE = "seedbed_wall_time.json"
 PROGRESS_FILE = "progress.jsonl"  # in the run's out: one JSON line per log event (read by seedbed.studio)
+CHECKPOINT_SEAL = "seedbed_checkpoint_complete"  # written last into a checkpoint (`SealCheckpoint`)
 
 
 class RichProgress(TrainerCallback):
@@ -147,3 +148,14 @@ class SaveRows(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.rows.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+class SealCheckpoint(TrainerCallback):
+    """Mark a checkpoint complete, after the trainer and every other callback have saved into it: a run killed
+    while saving leaves a checkpoint without the seal, which `--resume` passes over (`last_checkpoint`)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            with atomic_path(checkpoint / CHECKPOINT_SEAL) as tmp:
+                tmp.write_text(f"step {state.global_step}\n")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from seedbed.atomic import atomic_write_text
+from seedbed.atomic import atomic_write_text, mark_output_dir, strict_json
 from seedbed.chat import Example, render_prompt
 from seedbed.errors import RecipeError
 from seedbed.licences import licence_of
@@ -227,7 +227,7 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
     """
     if not recipe.resume and not recipe.teacher:
         raise RecipeError("teacher: give the model to distil (--teacher MODEL)")
-    recipe, resume_from = start_or_resume(recipe, "distill")
+    recipe, resume_from = start_or_resume(recipe, "distill", model_fields=("teacher", "student"))
     out = Path(recipe.out)
     torch.manual_seed(recipe.seed)
     data, train_examples, val_examples, not_sampled = read_splits(recipe)
@@ -241,7 +241,7 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
     if teacher is not None and precision_flags["bf16"]:
         teacher = teacher.to(torch.bfloat16)  # the dtype the student computes in under bf16 autocast
 
-    out.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(out)
     save_recipe(recipe.model_copy(update={"resume": False}), out / "recipe.yaml", "distill")
     if recipe.mode == "sequence":
         chats = [e for e in train_examples if e.is_chat]
@@ -298,7 +298,7 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
     metrics["template_tokens"] = template
     metrics["cost"] = lineage.estimated_cost(metrics["wall_time_s"], None)
     metrics["truthfulness"] = truthfulness.measure(out, recipe.teacher, recipe.truthfulness_questions)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", strict_json(metrics, indent=2))
     atomic_write_text(out / "README.md", model_card(recipe, metrics, (out / "recipe.yaml").read_text()))
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the run is complete; optimizer states are dead weight
     return DistillResult(out, metrics)

@@ -12,14 +12,13 @@ metrics) is in `seedbed.train.trainer`; this module holds the LoRA / full specif
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from seedbed.atomic import atomic_dir, atomic_write_text
+from seedbed.atomic import atomic_dir, atomic_write_text, mark_output_dir, strict_json
 from seedbed.errors import RecipeError
 from seedbed.models import checkpoint_dtype, load_model, resolve
 from seedbed.recipe import FinetuneRecipe, save_recipe
@@ -27,7 +26,7 @@ from seedbed.train import callbacks as cb
 from seedbed.train import lineage, truthfulness
 from seedbed.train.tracking import mlflow_run
 from seedbed.train.trainer import (
-    CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, prepare_template_tokens, read_splits,
+    CHECKPOINTS, add_checkpoint_writer, answer_only_trainer_class, build_features, build_trainer, prepare_template_tokens, read_splits,
     resolve_precision, run_metrics, save_model_dir, sft_config, start_or_resume,
 )
 from seedbed.train.trainable_rows import attach
@@ -45,7 +44,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     >>> finetune(FinetuneRecipe(base="tiny-llama/", data=["train.jsonl"], out="runs/t"))  # doctest: +SKIP
     FinetuneResult(out=PosixPath('runs/t'), metrics={...})
     """
-    recipe, resume_from = start_or_resume(recipe, "finetune")
+    recipe, resume_from = start_or_resume(recipe, "finetune", model_fields=("base",))
     out = Path(recipe.out)
     torch.manual_seed(recipe.seed)
     data, train_examples, val_examples, not_sampled = read_splits(recipe)
@@ -59,7 +58,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     lora = recipe.method == "lora"
     template = prepare_template_tokens(model, tokenizer, recipe, train_features, lora=lora)
 
-    out.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(out)
     save_recipe(recipe.model_copy(update={"resume": False}), out / "recipe.yaml", "finetune")
     config = sft_config(
         recipe, out, has_val=bool(val_features), resumed=resume_from is not None, precision_flags=precision_flags,
@@ -80,7 +79,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
     rows = attach(trainer.model, template["trained_ids"]) if lora else None
     if rows is not None:
         trainer.row_params, trainer.row_lr = rows.parameters(), recipe.lr * recipe.template_tokens_lr_scale
-        trainer.add_callback(cb.SaveRows(rows))
+        add_checkpoint_writer(trainer, cb.SaveRows(rows))
         if resume_from is not None:
             rows.load(resume_from)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -114,7 +113,7 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
         metrics["template_tokens"] = template
         metrics["cost"] = lineage.estimated_cost(metrics["wall_time_s"], recipe.cost_per_hour)
         metrics["truthfulness"] = truthfulness.measure(out, recipe.base, recipe.truthfulness_questions)
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(out / "metrics.json", strict_json(metrics, indent=2))
         card = lineage.model_card(
             base=recipe.base, method=recipe.method, files=data.files, metrics=metrics,
             recipe_yaml=(out / "recipe.yaml").read_text(),

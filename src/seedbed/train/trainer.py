@@ -19,13 +19,15 @@ from pathlib import Path
 
 import torch
 
-from seedbed.atomic import atomic_path
+from seedbed.atomic import OWNER_MARKER, atomic_path, check_output_dir
 from seedbed.chat import tokenize_example
 from seedbed.data.readers import read_examples
-from seedbed.errors import RecipeError
+from seedbed.errors import RecipeError, TrainingDiverged
 from seedbed.models import checkpoint_dtype, default_device, inference_dtype, resolve, save_model
 from seedbed.recipe import TrainArgs, load_recipe
+from seedbed.train import callbacks as cb
 from seedbed.train import lineage
+from seedbed.train.callbacks import CHECKPOINT_SEAL
 from seedbed.train import template_tokens as tt
 
 CHECKPOINTS = "checkpoints"
@@ -147,11 +149,33 @@ def resolve_precision(precision: str, base: str | None = None) -> tuple[torch.dt
 
 
 def last_checkpoint(out: Path) -> str | None:
-    """The newest checkpoint of the run in `out`, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint of the run in `out`, or None.
 
-    ckpt = out / CHECKPOINTS
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    A checkpoint is complete once `callbacks.SealCheckpoint` has written its seal, after the trainer and every callback
+    have saved into it; one a kill cut short has none and is passed over (`incomplete_checkpoints`). A run from
+    before seals were written has none at all: there a checkpoint counts as complete when it holds the trainer
+    state, which transformers writes last.
+    """
+    complete = sorted_checkpoints(out)
+    complete = [c for c in complete if c not in incomplete_checkpoints(out)]
+    return str(complete[-1]) if complete else None
+
+
+def sorted_checkpoints(out: Path) -> list[Path]:
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")
+             and p.name.removeprefix("checkpoint-").isdigit()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+
+
+def incomplete_checkpoints(out: Path) -> list[Path]:
+    """The checkpoints of `out` that a kill cut short while they were being saved."""
+    found = sorted_checkpoints(out)
+    sealed = any((c / CHECKPOINT_SEAL).is_file() for c in found)
+    name = CHECKPOINT_SEAL if sealed else "trainer_state.json"
+    return [c for c in found if not (c / name).is_file()]
 
 
 def answer_only_trainer_class():
@@ -179,6 +203,28 @@ def answer_only_trainer_class():
                                            "template_rows": True})
             return optimizer
 
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            """One forward and backward pass; a loss or gradient that is not a finite number stops the run.
+
+            transformers' own guard (`logging_nan_inf_filter`) hides a NaN loss behind the previous average, and
+            gradient clipping turns an infinite gradient norm into zero gradients, so a diverged run would
+            otherwise finish "successfully" with NaN or frozen weights. The check syncs with the device once
+            per micro-batch, which the logging filter did too. Under fp16 an infinite gradient is the loss
+            scaler's business (it skips the step), so only the loss is checked there.
+            """
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            checks = {"loss": loss.detach()}
+            if grads and not self.args.fp16:
+                checks["gradient norm"] = torch.nn.utils.get_total_norm(grads)
+            for what, value in checks.items():
+                if not torch.isfinite(value):
+                    raise TrainingDiverged(
+                        f"training diverged at step {self.state.global_step + 1}: the {what} is {value.item()}; "
+                        f"lower the learning rate (--lr {self.args.learning_rate:g}) or check the data. The model "
+                        f"was not saved; checkpoints of earlier steps, if any, are in {self.args.output_dir}")
+            return loss
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or self.args.device.type == "cuda":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -187,11 +233,14 @@ def answer_only_trainer_class():
     return SeedbedSFTTrainer
 
 
-def start_or_resume(recipe: TrainArgs, section: str):
+def start_or_resume(recipe: TrainArgs, section: str, model_fields: tuple[str, ...] = ()):
     """The recipe to run and the checkpoint to resume from, for a training stage whose output is `recipe.out`.
 
-    With `resume`, the recipe saved in `out` is the one that runs (only `quiet` is taken from the caller); without,
-    an `out` that already holds a run is refused, never silently overwritten.
+    With `resume`, the recipe saved in `out` is the one that runs (only `quiet` is taken from the caller), from its
+    newest complete checkpoint; a finished run is refused, and checkpoints a kill cut short are removed. Without,
+    an `out` that already holds a run is refused, never silently overwritten, and so is one that is, holds or sits
+    inside an input (its data, and the models its `model_fields` name: base, teacher, student) or holds files Seedbed did not
+    write (`seedbed.atomic.check_output_dir`).
     """
     out = Path(recipe.out)
     resume_from = None
@@ -199,12 +248,25 @@ def start_or_resume(recipe: TrainArgs, section: str):
         saved = out / "recipe.yaml"
         if not saved.is_file():
             raise RecipeError(f"{out}: nothing to resume (no recipe.yaml); start the run without --resume")
+        if (out / "metrics.json").is_file():
+            raise RecipeError(f"{out}: this run finished (metrics.json is written); nothing to resume. To train "
+                              "again, start a new run with another --out")
         recipe = getattr(load_recipe(saved), section).model_copy(update={"resume": True, "quiet": recipe.quiet})
+        (out / OWNER_MARKER).touch()  # its recipe.yaml says this run is ours, also if it predates the marker
+        for broken in incomplete_checkpoints(out):
+            from rich.console import Console
+
+            Console(stderr=True).print(f"Removing {broken}: its save was cut short (no {CHECKPOINT_SEAL}).",
+                                       markup=False, highlight=False)
+            shutil.rmtree(broken)
         resume_from = last_checkpoint(out)
-    elif last_checkpoint(out) or (out / "metrics.json").exists():
+    elif sorted_checkpoints(out) or (out / "metrics.json").exists():
         raise RecipeError(f"out: {out} already holds a run; pass --resume to continue it, or choose another --out")
     if not recipe.data:
         raise RecipeError("data: give at least one training file (--data FILE)")
+    models = [getattr(recipe, name) for name in model_fields]
+    inputs = [*recipe.data, *(recipe.val_data or []), *(m for m in models if m and Path(m).exists())]
+    check_output_dir(out, inputs)  # the caller marks it (`atomic.mark_output_dir`) once its inputs have read well
     return recipe, resume_from
 
 
@@ -253,6 +315,7 @@ def sft_config(recipe: TrainArgs, out: Path, *, has_val: bool, resumed: bool, pr
         report_to="none",
         disable_tqdm=True,
         prediction_loss_only=True,  # validation needs the loss only, not the logits
+        logging_nan_inf_filter=False,  # a NaN loss stops the run (`training_step`), never hidden by an average
         dataset_num_proc=None,
         **precision_flags,
         **extra,
@@ -274,7 +337,15 @@ def build_trainer(trainer_class, *, model, tokenizer, config, train_features, va
         **kwargs,
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar shows the same, without dict dumps
+    trainer.add_callback(cb.SealCheckpoint())
     return trainer
+
+
+def add_checkpoint_writer(trainer, callback) -> None:
+    """Add a callback that saves into each checkpoint, ahead of the seal that says the checkpoint is complete."""
+    seal = trainer.pop_callback(cb.SealCheckpoint)
+    trainer.add_callback(callback)
+    trainer.add_callback(seal)
 
 
 def run_metrics(trainer, result, clock, *, data, not_sampled: int, features: tuple, stats: tuple,
@@ -284,12 +355,14 @@ def run_metrics(trainer, result, clock, *, data, not_sampled: int, features: tup
     (train_features, val_features), (train_stats, val_stats) = features, stats
     session_tokens = state.num_input_tokens_seen - (clock.tokens_at_start or 0)
     session_time = result.metrics.get("train_runtime", 1e-9)
+    train = [
+        {"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "lr": h.get("learning_rate"),
+         "tokens": h.get("num_input_tokens_seen")}
+        for h in state.log_history if "loss" in h
+    ]
     return {
-        "train": [
-            {"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "lr": h.get("learning_rate"),
-             "tokens": h.get("num_input_tokens_seen")}
-            for h in state.log_history if "loss" in h
-        ],
+        "train": train,
+        "diverged": loss_spike(train),
         "val": [{"step": h["step"], "loss": h["eval_loss"]} for h in state.log_history if "eval_loss" in h],
         "steps": state.global_step,
         "tokens_seen": int(state.num_input_tokens_seen),
@@ -311,6 +384,27 @@ def run_metrics(trainer, result, clock, *, data, not_sampled: int, features: tup
         "packages": lineage.package_versions(),
         "data_files": [f.__dict__ for f in data.files],
     }
+
+
+SPIKE_FACTOR = 3.0  # a training loss 3x the first one: far worse than the untrained model's guesses
+
+
+def loss_spike(train: list[dict]) -> dict | None:
+    """The first logged training loss above SPIKE_FACTOR times the first one, or None.
+
+    A learning rate far too high can blow the loss up by orders of magnitude and then leave the model predicting
+    a uniform distribution, whose loss (ln of the vocabulary size) is about where an untrained model starts: the
+    end of the curve then looks like a small improvement. A spike this large, even if followed by a recovery, says
+    the run was unstable; metrics.json and the CLI say so.
+
+    >>> loss_spike([{"step": 1, "loss": 5.9}, {"step": 2, "loss": 1.8e7}, {"step": 3, "loss": 5.93}])
+    {'step': 2, 'loss': 18000000.0, 'first_loss': 5.9}
+    """
+    if not train:
+        return None
+    first = train[0]["loss"]
+    spike = next((h for h in train if h["loss"] > SPIKE_FACTOR * first), None)
+    return None if spike is None else {"step": spike["step"], "loss": spike["loss"], "first_loss": first}
 
 
 def save_model_dir(model, tokenizer, out: Path) -> None:
