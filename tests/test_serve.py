@@ -124,16 +124,15 @@ def test_concurrent_requests_are_batched(client, engine):
     from concurrent.futures import ThreadPoolExecutor
 
     seen = []
-    backend = engine.backend
-    original = backend.decode
-    backend.decode = lambda batch: (seen.append(len(batch)), original(batch))[1]
+    original = engine.admit
+    engine.admit = lambda running: (joined := original(running), seen.append(running + len(joined)))[0]
     try:
         with ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda i: client.chat.completions.create(
                 model="tiny", messages=[{"role": "user", "content": f"Count to {i}"}], temperature=0,
                 max_tokens=8).choices[0].message.content, range(6)))
     finally:
-        del backend.decode  # the class's method again
+        del engine.admit  # the class's method again
     assert len(answers) == 6 and max(seen) > 1  # several requests shared a batch
 
 

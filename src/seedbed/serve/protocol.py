@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from seedbed.inference.request import Request
 from seedbed.inference.stops import SchemaError, check_schema
 from seedbed.inference.scores import TokenScore
-from seedbed.serve.engine import Engine, ScoreJob
+from seedbed.serve.engine import Engine, QueueFull, ScoreJob
 from seedbed.serve.metrics import ServerMetrics
 
 
@@ -47,8 +47,15 @@ class ServerConfig:
 class APIError(Exception):
     """An error answered to the client as OpenAI does: a status and `{"error": {message, type, param, code}}`."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param=None, code=None):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param=None, code=None,
+                 headers: dict | None = None):
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers
+
+
+def queue_full(e: QueueFull) -> APIError:
+    """The 429 of a full queue, with the seconds to wait in `Retry-After` (the `openai` SDK honours it)."""
+    return APIError(429, str(e), "rate_limit_error", code="queue_full", headers={"Retry-After": str(e.retry_after)})
 
 
 def error_body(message: str, type_: str, param=None, code=None) -> dict:
@@ -66,6 +73,10 @@ def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_
                 **extra) -> Request:
     """A decode request for `ids` with the body's sampling settings, checked against the server's limits."""
     limits = config.limits
+    try:  # refused here, before a streamed reply has started, so that the client gets a 429 and not a broken stream
+        engine.check_room()
+    except QueueFull as e:
+        raise queue_full(e) from None
     if not ids:  # an empty prompt: start from BOS, as a model's own generation would
         if engine.tokenizer.bos_token_id is None:
             raise APIError(400, "the prompt is empty", param="prompt")
