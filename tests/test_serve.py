@@ -101,7 +101,10 @@ def test_no_key_is_401(server):
     ({"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
     ({"model": "tiny", "messages": CHAT, "temperature": 5}, "temperature"),
     ({"model": "tiny", "messages": CHAT, "max_tokens": 10_000}, "max_tokens"),
-    ({"model": "tiny", "messages": CHAT, "n": 3}, "n"),
+    ({"model": "tiny", "messages": CHAT, "n": 17}, "n"),
+    ({"model": "tiny", "messages": CHAT, "logprobs": True}, "logprobs"),  # not supported on chat: said, not ignored
+    ({"model": "tiny", "messages": CHAT, "logit_bias": {"99999": 5}}, "logit_bias"),
+    ({"model": "tiny", "messages": CHAT, "tool_choice": "required"}, "tool_choice"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "word " * 500}]}, "messages"),
 ])
 def test_malformed_bodies_get_openai_error_json(server, body, param):

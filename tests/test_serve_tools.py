@@ -85,7 +85,7 @@ class ScriptedBackend:
         self.name, self.tokenizer, self.max_context = "scripted", self.inner.tokenizer, self.inner.max_context
         self.script, self.prompts = script, []
 
-    def decode(self, batch):
+    def decode(self, batch, admit=None):
         for request in batch:
             prompt = self.tokenizer.decode(request.prompt_ids)
             self.prompts.append(prompt)

@@ -52,7 +52,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         metrics.errors.labels(request.url.path, "invalid_request_error").inc()
-        return JSONResponse(error_body(f"{param or 'body'}: {first['msg']}", "invalid_request_error", param), 400)
+        message = first["msg"]
+        if first.get("type") == "extra_forbidden":  # a field we do not support: said, never silently ignored
+            message = "this server does not support this field; remove it (GET /openapi.json lists the fields)"
+        return JSONResponse(error_body(f"{param or 'body'}: {message}", "invalid_request_error", param), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: HTTPRequest, e: StarletteHTTPException):
