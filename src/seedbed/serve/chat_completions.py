@@ -161,14 +161,17 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     return response
 
 
-def forced_call(declared: list, forced: str) -> tuple[str, dict]:
-    """For tool_choice "required" (`forced` "*") or a named tool: the start of the reply (`<tool_call>`) and the
-    JSON schema the call must keep to, so that constrained decoding makes the model call (one of) the tool(s)
-    with arguments its parameters' schema accepts."""
+def forced_call(declared: list, forced: str) -> tuple[str, dict, str]:
+    """For tool_choice "required" (`forced` "*") or a named tool: how the reply starts, the JSON schema the rest
+    keeps to (constrained decoding) and what closes it, so that the model calls (one of) the tool(s) with
+    arguments its parameters' schema accepts. One possible tool: its name is written for the model and only the
+    arguments are decoded."""
+    tools = [t for t in declared if forced in ("*", t.name)]
+    if len(tools) == 1:
+        return f'<tool_call>{{"name": {json.dumps(tools[0].name)}, "arguments": ', tools[0].parameters, "}</tool_call>"
     options = [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": t.parameters},
-                "required": ["name", "arguments"], "additionalProperties": False}
-               for t in declared if forced in ("*", t.name)]
-    return "<tool_call>", options[0] if len(options) == 1 else {"anyOf": options}
+                "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
+    return "<tool_call>", {"anyOf": options}, "</tool_call>"
 
 
 async def with_tools(config, engine, messages, body, http, declared, server_side, choice: int = 0
@@ -181,13 +184,12 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
     forced = body.forced_tool()
 
     def reply(conversation: list[dict]) -> str:  # runs in a worker thread inside run_tool_loop
-        prefill, schema = forced_call(declared, forced) if forced is not None and not requests else ("", None)
+        prefill, schema, close = forced_call(declared, forced) if forced and not requests else ("", None, "")
         future = asyncio.run_coroutine_threadsafe(
             answer(config, engine, messages_for_template(conversation), body, http, calculator and not schema,
                    json_schema=schema, choice=choice, prefill=prefill), loop)
         text, request = future.result()
-        if schema is not None:
-            text += "</tool_call>"
+        text += close if request.finish_reason == "stop" else ""  # a call cut short by max_tokens is no call
         requests.append(request)
         return text
 
