@@ -191,6 +191,10 @@ class TextTracker:
         cut = cut_at_stop(text, self.stops)
         stopped = complete or at_end or len(cut) < len(text) or bool(self.stop_when and self.stop_when(cut))
         done = stopped or at_limit
+        if done and self.stream is not None and self.stream.held and len(cut) == len(text):
+            # the row ends inside a character: show what decoding it whole shows (a U+FFFD), as before
+            text = self.tokenizer.decode(self.tokens[:-1] if at_end else self.tokens, skip_special_tokens=True)
+            cut = cut_at_stop(text, self.stops)
         safe = shown_length(cut, self.stops, final=done)
         piece = cut[len(self.text):safe] if safe > len(self.text) else ""
         self.text += piece
@@ -212,6 +216,7 @@ class IncrementalDecoder:
         from tokenizers.decoders import DecodeStream
 
         self.backend, self.stream, self.text = backend_tokenizer, DecodeStream(skip_special_tokens=True), ""
+        self.held = False
 
     @classmethod
     def for_tokenizer(cls, tokenizer) -> "IncrementalDecoder | None":
@@ -225,6 +230,7 @@ class IncrementalDecoder:
     def push(self, token: int) -> str:
         """Add `token`; return the whole text so far."""
         piece = self.stream.step(self.backend, token)
+        self.held = piece is None  # bytes of an unfinished character wait for the next token
         if piece:
             self.text += piece
         return self.text
