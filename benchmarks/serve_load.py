@@ -2,6 +2,13 @@
 
     python benchmarks/serve_load.py                         # Gemma 3 270M on this CPU
     python benchmarks/serve_load.py --model runs/demo/model --clients 1 4 16 64 --tokens 32
+    python benchmarks/serve_load.py --model runs/q4/model.gguf --engine llama.cpp --baseline llama-cpp-python \
+        --shared-prefix 6      # q4_k_m through our API against llama-cpp-python's own server, same GGUF
+
+`--baseline llama-server` runs llama.cpp's `llama-server` (on PATH) on the same GGUF with `--parallel` slots;
+`--baseline llama-cpp-python` runs `python -m llama_cpp.server`. `--shared-prefix K` starts every request with
+the same system prompt of K few-shot examples (what prefix caching is for). A 429 (queue full) is counted apart
+from failures.
 
 For each batching setting the server is started in a child process on a localhost port (batching off is
 `--max-batch 1`), then for each client count N, N streaming chat requests run concurrently with the official
@@ -40,36 +47,51 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def one_request(client, model: str, prompt: str, tokens: int) -> dict:
+def few_shot_system(k: int) -> list[dict]:
+    """A system prompt of `k` worked examples shared by every request (empty for k = 0)."""
+    if not k:
+        return []
+    shots = "\n\n".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}." for a, b in
+                         [(3 * i + 1, 7 * i + 2) for i in range(k)])
+    return [{"role": "system", "content": "Answer briefly, as in these examples.\n\n" + shots}]
+
+
+async def one_request(client, model: str, prompt: str, tokens: int, system: list[dict]) -> dict:
+    import openai
+
     started = time.perf_counter()
     first, completion = None, 0
     try:
         stream = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0,
+            model=model, messages=[*system, {"role": "user", "content": prompt}], max_tokens=tokens, temperature=0,
             stream=True, stream_options={"include_usage": True})
         async for chunk in stream:
             if first is None and chunk.choices and chunk.choices[0].delta.content:
                 first = time.perf_counter() - started
             if chunk.usage:
                 completion = chunk.usage.completion_tokens
+    except openai.RateLimitError:  # the queue was full: counted apart from failures
+        return {"ok": False, "rate_limited": True, "error": "429"}
     except Exception as e:  # counted, never hidden
         return {"ok": False, "error": repr(e)[:200]}
     return {"ok": True, "latency": time.perf_counter() - started, "ttft": first or 0.0, "tokens": completion}
 
 
-async def load(base_url: str, model: str, clients: int, rounds: int, tokens: int) -> dict:
+async def load(base_url: str, model: str, clients: int, rounds: int, tokens: int, system: list[dict]) -> dict:
     import openai
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=600)
     results, started = [], time.perf_counter()
     for _ in range(rounds):
-        results += await asyncio.gather(*(one_request(client, model, PROMPTS[i % len(PROMPTS)], tokens)
+        results += await asyncio.gather(*(one_request(client, model, PROMPTS[i % len(PROMPTS)], tokens, system)
                                           for i in range(clients)))
     wall = time.perf_counter() - started
     await client.close()
     ok = [r for r in results if r["ok"]]
     return {
-        "clients": clients, "requests": len(results), "failed": len(results) - len(ok),
+        "clients": clients, "requests": len(results),
+        "rate_limited": sum(1 for r in results if r.get("rate_limited")),
+        "failed": sum(1 for r in results if not r["ok"] and not r.get("rate_limited")),
         "tokens_per_s": sum(r["tokens"] for r in ok) / wall,
         "p50_latency_s": percentile([r["latency"] for r in ok], 50) if ok else None,
         "p99_latency_s": percentile([r["latency"] for r in ok], 99) if ok else None,
@@ -78,15 +100,25 @@ async def load(base_url: str, model: str, clients: int, rounds: int, tokens: int
     }
 
 
-def serve(model: str, port: int, max_batch: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "seedbed.cli", "serve", "--model", f"bench={model}", "--port", str(port),
-           "--api-key", "bench", "--max-batch", str(max_batch), "--batch-window-ms", "20"]
+def serve(model: str, port: int, max_batch: int, engine: str = "auto", baseline: str | None = None
+          ) -> subprocess.Popen:
+    """Start a server on `port`: `seedbed serve`, or with `baseline` llama.cpp's own on the same GGUF."""
+    if baseline == "llama-cpp-python":
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "bench",
+               "--port", str(port), "--n_ctx", "8192", "--api_key", "bench"]
+    elif baseline == "llama-server":
+        cmd = ["llama-server", "-m", model, "--port", str(port), "--alias", "bench", "--parallel", str(max_batch),
+               "-c", str(2048 * max_batch), "--api-key", "bench"]
+    else:
+        cmd = [sys.executable, "-m", "seedbed.cli", "serve", "--model", f"bench={model}", "--port", str(port),
+               "--api-key", "bench", "--max-batch", str(max_batch), "--batch-window-ms", "20", "--engine", engine]
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     import httpx
 
     for _ in range(600):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1,
+                         headers={"Authorization": "Bearer bench"}).status_code == 200:
                 return process
         except httpx.HTTPError:
             time.sleep(0.5)
@@ -102,20 +134,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=32, help="max_tokens per request")
     parser.add_argument("--batch", type=int, default=64, help="max batch with batching on")
+    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "llama.cpp"])
+    parser.add_argument("--baseline", choices=["llama-cpp-python", "llama-server"],
+                        help="also run llama.cpp's own server on the same GGUF (--model must be a .gguf file)")
+    parser.add_argument("--no-unbatched", action="store_true", help="skip the --max-batch 1 run")
+    parser.add_argument("--shared-prefix", type=int, default=0, help="few-shot examples in a shared system prompt")
     parser.add_argument("--out", default="benchmarks/results/serve_load.json")
     args = parser.parse_args()
 
     from seedbed.models import resolve
 
-    resolve(args.model)  # convert a GGUF once, before any server starts
+    if args.engine != "llama.cpp":
+        resolve(args.model)  # convert a GGUF once, before any server starts
+    system = few_shot_system(args.shared_prefix)
+    runs = [("on", args.batch, None)] + ([] if args.no_unbatched else [("off", 1, None)])
+    runs += [(args.baseline, args.batch, args.baseline)] if args.baseline else []
     rows = []
-    for label, max_batch in (("on", args.batch), ("off", 1)):
+    for label, max_batch, baseline in runs:
         port = free_port()
-        server = serve(args.model, port, max_batch)
+        server = serve(args.model, port, max_batch, args.engine, baseline)
         try:
             for clients in args.clients:
                 row = {"batching": label, **asyncio.run(load(f"http://127.0.0.1:{port}/v1", "bench", clients,
-                                                             args.rounds, args.tokens))}
+                                                             args.rounds, args.tokens, system))}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
@@ -125,10 +166,11 @@ def main() -> None:
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "hardware": hardware(), "rows": rows}, indent=2))
-    print("\n| batching | clients | requests | failed | tokens/s | p50 latency s | p99 latency s | p50 TTFT s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| server | clients | requests | failed | 429 | tokens/s | p50 latency s | p99 latency s | p50 TTFT s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batching']} | {r['clients']} | {r['requests']} | {r['failed']} | {r['tokens_per_s']:.1f} | "
+        print(f"| {r['batching']} | {r['clients']} | {r['requests']} | {r['failed']} | {r['rate_limited']} | "
+              f"{r['tokens_per_s']:.1f} | "
               f"{r['p50_latency_s']:.2f} | {r['p99_latency_s']:.2f} | {r['p50_ttft_s']:.2f} |")
     on = {r["clients"]: r["tokens_per_s"] for r in rows if r["batching"] == "on"}
     if 1 in on and 16 in on:

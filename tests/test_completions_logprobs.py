@@ -129,7 +129,7 @@ def test_score_only_with_token_id_prompts_batched(client, backend, server):
     ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),  # nothing asked for
     ({"prompt": "hi", "logprobs": 21}, "logprobs"),  # more alternatives than scoring gives
     ({"prompt": "hi", "logprobs": 1, "stream": True}, "logprobs"),
-    ({"prompt": ["a", "b"], "stream": True}, "prompt"),
+    ({"prompt": ["a", "b", "c"], "n": 2}, "n"),  # 6 choices: over max_prompts (4)
     ({"prompt": "hi", "echo": True, "max_tokens": 0, "stream": True}, "max_tokens"),
     ({"prompt": ["a"] * 5}, "prompt"),  # max_prompts 4
     ({"prompt": [[1, 2], [3, 100000]]}, "prompt"),  # not a token id
@@ -177,7 +177,7 @@ class Watched:
         finally:
             self.busy = False
 
-    def decode(self, batch):
+    def decode(self, batch, admit=None):
         return self.run("decode", batch)
 
     def score(self, sequences, starts, top_k=0):

@@ -29,7 +29,7 @@ class Parrot:
         inner = load(str(path))
         self.name, self.tokenizer, self.max_context = "parrot", inner.tokenizer, inner.max_context
 
-    def decode(self, batch):
+    def decode(self, batch, admit=None):
         eos = self.tokenizer.eos_token_id
         for request in batch:
             written = self.tokenizer.decode(request.prompt_ids).rpartition("<|assistant|>\n")[2]

@@ -59,7 +59,7 @@ class ScriptedModel:
         own, given = ANNOTATION.findall(script)[closed - 1][1], ANNOTATION.findall(written)[-1][1]
         return script[start:].replace(own, given)
 
-    def decode(self, batch):
+    def decode(self, batch, admit=None):
         self.batches.append(len(batch))
         eos = self.tokenizer.eos_token_id
         for request in batch:

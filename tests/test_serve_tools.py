@@ -85,7 +85,7 @@ class ScriptedBackend:
         self.name, self.tokenizer, self.max_context = "scripted", self.inner.tokenizer, self.inner.max_context
         self.script, self.prompts = script, []
 
-    def decode(self, batch):
+    def decode(self, batch, admit=None):
         for request in batch:
             prompt = self.tokenizer.decode(request.prompt_ids)
             self.prompts.append(prompt)
@@ -195,3 +195,16 @@ def test_served_fewshot_prompt_is_evals_fewshot_prompt(tiny_model, tmp_path):
     eval_prompt = render_prompt(engine.tokenizer, eval_messages)
     assert engine.tokenizer.decode(engine.tokenizer(eval_prompt, add_special_tokens=False)["input_ids"]) == served_prompt
     assert served_prompt.index("cat have") < served_prompt.index("wheels") and "Answer with a number." in served_prompt
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call(tiny_model):
+    two = ('<tool_call>{"name": "get_weather", "arguments": {"city": "Tallinn"}}</tool_call>'
+           '<tool_call>{"name": "get_weather", "arguments": {"city": "Riga"}}</tool_call>')
+    server, client = _serve({"scripted": ScriptedEngine(str(tiny_model), lambda prompt: two)})
+    try:
+        ask = dict(model="scripted", messages=[{"role": "user", "content": "Weather?"}], tools=[WEATHER_SPEC])
+        assert len(client.chat.completions.create(**ask).choices[0].message.tool_calls) == 2
+        calls = client.chat.completions.create(**ask, parallel_tool_calls=False).choices[0].message.tool_calls
+        assert [json.loads(c.function.arguments)["city"] for c in calls] == ["Tallinn"]
+    finally:
+        server.should_exit = True

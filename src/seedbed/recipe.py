@@ -283,6 +283,7 @@ class ServeRecipe(EngineArgs):
     fewshot_mode: Literal["fixed", "similar"] = Field("similar", description="fixed: the first k; similar: the k closest to the question.")
     max_batch: int = Field(8, ge=1, description="Most requests decoded together.")
     batch_window_ms: float = Field(10.0, ge=0, description="How long the first request waits for others to batch with.")
+    max_queue: int = Field(256, ge=1, description="Requests that may wait per model; more are answered 429 with Retry-After.")
     max_prompt_tokens: int = Field(4096, ge=1, description="Longest prompt accepted.")
     max_tokens: int = Field(2048, ge=1, description="Most completion tokens a request may ask for.")
     default_max_tokens: int = Field(512, ge=1, description="Completion tokens when a chat request gives none.")

@@ -28,9 +28,10 @@ class Backend(Protocol):
     max_context: int  # longest prompt + completion, in tokens
     max_batch: int  # most requests one `decode` call takes (llama.cpp: 1)
 
-    def decode(self, batch: list[Request]) -> None:
+    def decode(self, batch: list[Request], admit=None) -> None:
         """Decode each request to its end: `request.emit(piece)` as its text becomes safe to show, then
-        `request.end(reason)`; a request whose `cancelled` turns true ends at its next step."""
+        `request.end(reason)`; a request whose `cancelled` turns true ends at its next step. `admit(running)`, if
+        given, is asked between steps for requests that join now (continuous batching)."""
 
     def compile_schema(self, schema: dict) -> object:
         """Compile (once; cached) a JSON schema that requests' `json_schema` will constrain decoding to; a

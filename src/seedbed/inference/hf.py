@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,49 +61,77 @@ class TorchBackend:
 
     # --- decoding -----------------------------------------------------------------------------------------
 
-    def decode(self, batch: list[Request]) -> None:
-        """Decode every request in `batch` to its end: emit its text as it becomes safe, then end it."""
+    def decode(self, batch: list[Request], admit: Admit | None = None) -> None:
+        """Decode every request in `batch` to its end: emit its text as it becomes safe, then end it. With
+        `admit`, requests that arrive meanwhile join the running batch at the next step (continuous batching)."""
+        self.steps = getattr(self, "steps", 0)
         with torch.no_grad():
-            self._decode(batch)
+            self._decode(batch, admit)
 
-    def _decode(self, batch: list[Request]) -> None:
+    def _decode(self, batch: list[Request], admit: Admit | None) -> None:
+        running = RunningBatch(self.model.device)
+        joining = list(batch)
+        while True:
+            if running.rows:
+                self.step(running)
+            if admit is not None:
+                joining += admit(len(running.rows))
+            if joining:
+                running.join(*self.prefill(joining))
+                joining = []
+            if not running.rows:
+                return
+
+    def prefill(self, batch: list[Request]) -> tuple[list["Row"], object, torch.Tensor]:
+        """Run the prompts of `batch` (left-padded) and sample each one's first token; return the rows still
+        going, their KV cache and attention mask, for `RunningBatch.join`."""
         device = self.model.device
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         longest = max(len(r.prompt_ids) for r in batch)
         ids = torch.tensor([[pad] * (longest - len(r.prompt_ids)) + r.prompt_ids for r in batch], device=device)
         mask = (torch.arange(longest, device=device)[None] >= torch.tensor(
             [longest - len(r.prompt_ids) for r in batch], device=device)[:, None]).long()  # (batch, seq); 0 = padding
-        generators = [torch.Generator(device=device).manual_seed(r.seed) if r.seed is not None else None for r in batch]
-        trackers = [TextTracker(self.tokenizer, self.eos_ids, r.stop, r.stop_when) for r in batch]
-        constraints = [None if r.json_schema is None else JsonConstraint(self.compile_schema(r.json_schema), t.end_ids,
-                                                                     self.mask_width) for r, t in zip(batch, trackers)]
-        live = list(range(len(batch)))  # indices into `batch` of rows still in the cache, in cache order
-        cache = None
-        step_ids, step_mask = ids, mask
-        while live:
-            positions = (step_mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]  # left padding shifts positions
-            out = self.model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()  # (live, vocab)
-            constrained = [row for row, i in enumerate(live) if constraints[i] is not None]
-            if constrained:
-                mask_logits(logits, constrained, [constraints[live[row]] for row in constrained])
-            next_ids, keep = [], []
-            for row, i in enumerate(live):
-                token = sample(logits[row], batch[i].temperature, batch[i].top_p, generators[i])
-                if not self.advance(batch[i], trackers[i], token, constraints[i]):
-                    keep.append(row)
-                    next_ids.append(token)
-            if len(keep) < len(live):
-                if not keep:
-                    return
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                step_mask = step_mask[index]
-                live = [live[row] for row in keep]
-            step_ids = torch.tensor(next_ids, device=device)[:, None]
-            step_mask = torch.cat([step_mask, torch.ones_like(step_ids)], dim=1)
+        rows = []
+        for r in batch:
+            tracker = TextTracker(self.tokenizer, self.eos_ids, r.stop, r.stop_when)
+            constraint = None if r.json_schema is None else JsonConstraint(self.compile_schema(r.json_schema),
+                                                                           tracker.end_ids, self.mask_width)
+            generator = torch.Generator(device=device).manual_seed(r.seed) if r.seed is not None else None
+            rows.append(Row(r, tracker, constraint, generator))
+        cache, keep = self.forward_and_sample(rows, ids, mask, None)
+        if 0 < len(keep) < len(rows):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            mask = mask[index]
+        return [rows[k] for k in keep], cache, mask
+
+    def step(self, running: "RunningBatch") -> None:
+        """One token for every running row; rows that finish leave the batch at once."""
+        ids = torch.tensor([row.next_id for row in running.rows], device=running.device)[:, None]
+        running.mask = torch.cat([running.mask, torch.ones_like(ids)], dim=1)
+        running.cache, keep = self.forward_and_sample(running.rows, ids, running.mask, running.cache)
+        running.keep(keep)
+
+    def forward_and_sample(self, rows: list["Row"], ids: torch.Tensor, mask: torch.Tensor, cache):
+        """Run `ids` (rows, new) after `cache`, sample each row's next token; return the cache and the indices of
+        the rows that go on (each with its `next_id`)."""
+        self.steps += 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]  # left padding shifts positions
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()  # (rows, vocab)
+        for k, row in enumerate(rows):
+            adjust_logits(logits[k], row.request)
+        constrained = [k for k, row in enumerate(rows) if row.constraint is not None]
+        if constrained:
+            mask_logits(logits, constrained, [rows[k].constraint for k in constrained])
+        keep = []
+        for k, row in enumerate(rows):
+            token = sample(logits[k], row.request.temperature, row.request.top_p, row.generator)
+            if not self.advance(row.request, row.tracker, token, row.constraint):
+                row.next_id = token
+                keep.append(k)
+        return out.past_key_values, keep
 
     def advance(self, r: Request, tracker: TextTracker, token: int, constraint: "JsonConstraint | None" = None) -> bool:
         """Give one row its new token; return True (after ending the request) if the row is done."""
@@ -160,6 +190,98 @@ class TorchBackend:
 
     def score(self, sequences: list[list[int]], starts: list[int], top_k: int = 0) -> list[list[TokenScore]]:
         return score_tokens(self.model, sequences, starts, top_k)
+
+
+Admit = Callable[[int], list[Request]]  # given the rows running now, the requests that join at the next step
+
+
+@dataclass
+class Row:
+    """One request in a running batch: its stop tracker, JSON constraint, seeded generator and next input token."""
+
+    request: Request
+    tracker: TextTracker
+    constraint: "JsonConstraint | None"
+    generator: torch.Generator | None
+    next_id: int = -1  # sampled, not yet in the KV cache
+
+
+class RunningBatch:
+    """The rows being decoded, their KV cache and attention mask (rows, seq; 0 = padding), all left-padded to one
+    length. Rows join with their own prefilled cache (`join`) and leave the moment they end (`keep`).
+
+    Joining pads the shorter side on the left, in the cache and the mask; the mask hides the padding, and a row's
+    positions come from its mask, so its numbers are those of decoding it alone. Leaving drops the columns that
+    every remaining row has as padding, so a long finished prompt stops costing attention. Sliding-window layers
+    (Gemma 3) keep only their last window - 1 positions and one position count for all rows; they are fitted the
+    same way. We do this surgery ourselves because transformers' continuous-batching manager needs its paged
+    attention kernels and a generation thread of its own, which our per-row stops, JSON constraints and seeded
+    sampling would have to be rebuilt around (BENCHMARKS.md: "Serving").
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self.rows: list[Row] = []
+        self.cache = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=device)
+
+    def join(self, rows: list[Row], cache, mask: torch.Tensor) -> None:
+        if not rows:
+            return
+        if not self.rows:
+            self.rows, self.cache, self.mask = list(rows), cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for ours, theirs in zip(self.cache.layers, cache.layers):
+            if not ours.is_initialized or not theirs.is_initialized:
+                continue
+            kept = min(width, ours.sliding_window - 1) if ours.is_sliding else width
+            ours.keys = torch.cat([fit_left(ours.keys, kept, -2), fit_left(theirs.keys, kept, -2)])
+            ours.values = torch.cat([fit_left(ours.values, kept, -2), fit_left(theirs.values, kept, -2)])
+            if ours.is_sliding:
+                ours.cumulative_length = width
+        self.mask = torch.cat([fit_left(self.mask, width, -1), fit_left(mask, width, -1)])
+        self.rows += rows
+
+    def keep(self, indices: list[int]) -> None:
+        if len(indices) == len(self.rows):
+            return
+        self.rows = [self.rows[k] for k in indices]
+        if not self.rows:
+            self.cache, self.mask = None, self.mask[:0]
+            return
+        index = torch.tensor(indices, device=self.device)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        padding = int((self.mask.cumsum(-1) == 0).sum(-1).min())  # columns that are padding in every row
+        if padding:
+            width = self.mask.shape[1] - padding
+            for layer in self.cache.layers:
+                if not layer.is_initialized:
+                    continue
+                kept = min(width, layer.sliding_window - 1) if layer.is_sliding else width
+                layer.keys, layer.values = fit_left(layer.keys, kept, -2), fit_left(layer.values, kept, -2)
+                if layer.is_sliding:
+                    layer.cumulative_length = width
+            self.mask = self.mask[:, padding:]
+
+
+def fit_left(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """`t` with exactly `length` entries along `dim`: zeros added on the left, or its leftmost entries dropped."""
+    have = t.shape[dim]
+    if have >= length:
+        return t.narrow(dim, have - length, length)
+    shape = list(t.shape)
+    shape[dim] = length - have
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def adjust_logits(logits: torch.Tensor, r: Request) -> None:
+    """Add the request's `logit_bias` and subtract its presence and frequency penalties (OpenAI's definitions:
+    over the tokens generated so far) in place, on one row's logits (vocab,)."""
+    ids, deltas = r.logit_adjustments()
+    if ids:
+        logits[ids] += torch.tensor(deltas, dtype=logits.dtype, device=logits.device)
 
 
 class JsonConstraint:

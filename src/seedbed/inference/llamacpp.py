@@ -155,10 +155,14 @@ class LlamaCppBackend:
 
     # --- decoding -----------------------------------------------------------------------------------------
 
-    def decode(self, batch: list[Request]) -> None:
-        """Decode the requests one after another (one KV cache), emitting each one's text as it becomes safe."""
-        for request in batch:
-            self.decode_one(request)
+    def decode(self, batch: list[Request], admit=None) -> None:
+        """Decode the requests one after another (one KV cache), emitting each one's text as it becomes safe; with
+        `admit` (`hf.Admit`), requests that arrived meanwhile follow."""
+        pending = list(batch)
+        while pending:
+            self.decode_one(pending.pop(0))
+            if not pending and admit is not None:
+                pending = admit(0)
 
     def decode_one(self, r: Request) -> None:
         """Greedy at temperature 0; otherwise temperature and top-p (nucleus) sampling with no top-k, as the torch
@@ -182,7 +186,7 @@ class LlamaCppBackend:
             # top_k 0, min_p 0, typical_p 1 and repeat_penalty 1 switch off llama.cpp's other samplers.
             for token in self.llm.generate(r.prompt_ids, temp=max(r.temperature, 0.0), top_p=r.top_p, top_k=0,
                                            min_p=0.0, typical_p=1.0, repeat_penalty=1.0, reset=True,
-                                           logits_processor=None if gate is None else [gate]):
+                                           logits_processor=[LogitAdjuster(r)] + ([] if gate is None else [gate])):
                 if r.cancelled:
                     r.end("cancelled")
                     return
@@ -315,6 +319,20 @@ def anchored(schema):
         core = core[:-1] if core.endswith("$") and not core.endswith("\\$") else core
         out["pattern"] = f"^({core})$"
     return out
+
+
+class LogitAdjuster:
+    """A request's `logit_bias` and presence/frequency penalties (`Request.logit_adjustments`) as a llama-cpp-python
+    logits processor, run before the grammar's, as the torch backend adds them before its mask."""
+
+    def __init__(self, request: Request):
+        self.request = request
+
+    def __call__(self, input_ids, logits):
+        ids, deltas = self.request.logit_adjustments()
+        if ids:
+            logits[ids] += deltas
+        return logits
 
 
 class GrammarGate:

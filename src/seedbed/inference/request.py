@@ -9,6 +9,7 @@ its text goes by setting `on_piece` and `on_end`. The backend calls `emit(piece)
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +32,9 @@ class Request:
     seed: int | None = None
     stop_when: Callable[[str], bool] | None = None  # stop early when true of the text (the calculator's `<<EXPR=`)
     json_schema: dict | None = None  # decode only JSON this schema accepts; ends ("stop") when the JSON is whole
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit (OpenAI's -100..100)
+    presence_penalty: float = 0.0  # subtracted from the logit of every token generated so far
+    frequency_penalty: float = 0.0  # subtracted once per time a token was generated so far
     on_piece: Callable[[str], None] = _ignore
     on_end: Callable[[], None] = _ignore
     on_error: Callable[[BaseException], None] = _ignore  # the backend failed before the request ended
@@ -48,6 +52,20 @@ class Request:
         return cls(prompt_ids, max_tokens=sampling.max_new_tokens,
                    temperature=0.0 if sampling.is_greedy else sampling.temperature, top_p=sampling.top_p,
                    stop=stop_strings(tokenizer, sampling.stop), seed=sampling.seed, json_schema=sampling.json_schema)
+
+    def logit_adjustments(self) -> tuple[list[int], list[float]]:
+        """What to add to which logits before sampling the next token: `logit_bias`, less the presence and
+        frequency penalties of the tokens generated so far (OpenAI's formula, as vLLM applies it). Both backends
+        apply these, so a request samples the same way on either.
+
+        >>> Request([1], 4, logit_bias={5: 2.0}, presence_penalty=0.5, tokens=[5, 5]).logit_adjustments()
+        ([5], [1.5])
+        """
+        deltas = dict(self.logit_bias)
+        if self.presence_penalty or self.frequency_penalty:
+            for token, count in Counter(self.tokens).items():
+                deltas[token] = deltas.get(token, 0.0) - self.presence_penalty - self.frequency_penalty * count
+        return list(deltas), list(deltas.values())
 
     def emit(self, piece: str) -> None:
         self.text += piece

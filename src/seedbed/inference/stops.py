@@ -171,6 +171,7 @@ class TextTracker:
     def __init__(self, tokenizer, eos_ids, stops: list[str], stop_when: Callable[[str], bool] | None = None):
         self.tokenizer, self.stops, self.stop_when = tokenizer, list(stops), stop_when
         self.end_ids = stop_token_ids(tokenizer, eos_ids, self.stops)
+        self.stream = IncrementalDecoder.for_tokenizer(tokenizer)
         self.tokens: list[int] = []
         self.text = ""  # what has been shown so far
         self.finish_reason: str | None = None
@@ -183,13 +184,53 @@ class TextTracker:
         """
         self.tokens.append(token)
         at_end = token in self.end_ids
-        text = self.tokenizer.decode(self.tokens[:-1] if at_end else self.tokens, skip_special_tokens=True)
+        if self.stream is not None:
+            text = self.stream.text if at_end else self.stream.push(token)
+        else:
+            text = self.tokenizer.decode(self.tokens[:-1] if at_end else self.tokens, skip_special_tokens=True)
         cut = cut_at_stop(text, self.stops)
         stopped = complete or at_end or len(cut) < len(text) or bool(self.stop_when and self.stop_when(cut))
         done = stopped or at_limit
+        if done and self.stream is not None and self.stream.held and len(cut) == len(text):
+            # the row ends inside a character: show what decoding it whole shows (a U+FFFD), as before
+            text = self.tokenizer.decode(self.tokens[:-1] if at_end else self.tokens, skip_special_tokens=True)
+            cut = cut_at_stop(text, self.stops)
         safe = shown_length(cut, self.stops, final=done)
         piece = cut[len(self.text):safe] if safe > len(self.text) else ""
         self.text += piece
         if done:
             self.finish_reason = "stop" if stopped else "length"
         return piece, self.finish_reason
+
+
+class IncrementalDecoder:
+    """A row's text grown token by token with `tokenizers`' `DecodeStream` (cost per token independent of the
+    row's length), instead of decoding every token again at each step. Its text equals `tokenizer.decode(tokens,
+    skip_special_tokens=True)`; a token that ends in half a character adds nothing until the character is whole.
+
+    >>> decoder = IncrementalDecoder.for_tokenizer(tokenizer)  # doctest: +SKIP
+    >>> decoder.push(token_id)  # doctest: +SKIP
+    """
+
+    def __init__(self, backend_tokenizer):
+        from tokenizers.decoders import DecodeStream
+
+        self.backend, self.stream, self.text = backend_tokenizer, DecodeStream(skip_special_tokens=True), ""
+        self.held = False
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer) -> "IncrementalDecoder | None":
+        """One for a fast (Rust) tokenizer whose `decode` adds no clean-up of its own; None otherwise (the slow
+        path decodes the whole row each step, exactly as before)."""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", False):
+            return None
+        return cls(backend)
+
+    def push(self, token: int) -> str:
+        """Add `token`; return the whole text so far."""
+        piece = self.stream.step(self.backend, token)
+        self.held = piece is None  # bytes of an unfinished character wait for the next token
+        if piece:
+            self.text += piece
+        return self.text

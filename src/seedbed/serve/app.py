@@ -23,7 +23,8 @@ from seedbed.serve.chat_completions import chat_completion
 from seedbed.serve.completions import text_completion
 from seedbed.serve.embeddings import embed_response
 from seedbed.serve.metrics import ServerMetrics
-from seedbed.serve.protocol import APIError, Limits, ServerConfig, error_body
+from seedbed.serve.engine import QueueFull
+from seedbed.serve.protocol import APIError, Limits, ServerConfig, error_body, queue_full
 from seedbed.serve.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 log = logging.getLogger("seedbed.serve")
@@ -40,14 +41,21 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.exception_handler(APIError)
     async def api_error(request: HTTPRequest, e: APIError):
         metrics.errors.labels(request.url.path, e.type).inc()
-        return JSONResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status)
+        return JSONResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(QueueFull)
+    async def queue_is_full(request: HTTPRequest, e: QueueFull):  # filled up between the check and the queueing
+        return await api_error(request, queue_full(e))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: HTTPRequest, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         metrics.errors.labels(request.url.path, "invalid_request_error").inc()
-        return JSONResponse(error_body(f"{param or 'body'}: {first['msg']}", "invalid_request_error", param), 400)
+        message = first["msg"]
+        if first.get("type") == "extra_forbidden":  # a field we do not support: said, never silently ignored
+            message = "this server does not support this field; remove it (GET /openapi.json lists the fields)"
+        return JSONResponse(error_body(f"{param or 'body'}: {message}", "invalid_request_error", param), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: HTTPRequest, e: StarletteHTTPException):

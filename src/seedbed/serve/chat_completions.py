@@ -22,8 +22,8 @@ from seedbed.serve.engine import Engine
 from seedbed.serve.grounding import ground
 from seedbed.serve.metrics import ServerMetrics
 from seedbed.serve.protocol import (
-    APIError, Chunks, ServerConfig, complete_within_limits, count_tokens, find_engine, finish_reason, new_request,
-    response_schema, sse_event, sse_response, usage,
+    APIError, Chunks, ServerConfig, choice_seed, complete_within_limits, count_tokens, find_engine, finish_reason,
+    merged, new_request, response_schema, sse_event, sse_response, total_usage, usage,
 )
 from seedbed.serve.tools import (
     messages_for_template, parse_tool_calls, run_tool_loop, tool_from_openai, tools_system_prompt,
@@ -66,22 +66,26 @@ def prompt_ids(engine: Engine, messages: list[dict]) -> list[int]:
 
 
 async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool,
-                 json_schema: dict | None = None):
-    """Generate one assistant reply; with `calculator`, complete each `<<EXPR=` annotation exactly on the way
-    (`seedbed.inference.annotations`, the loop `seedbed eval --tools calculator` runs too); with `json_schema`, the
-    reply is JSON the schema accepts."""
+                 json_schema: dict | None = None, choice: int = 0, prefill: str = ""):
+    """Generate one assistant reply (choice `choice` of `n`: its seed); with `calculator`, complete each `<<EXPR=`
+    annotation exactly on the way (`seedbed.inference.annotations`, the loop `seedbed eval --tools calculator` runs
+    too); with `json_schema`, the reply is JSON the schema accepts; `prefill` starts the reply (and is part of
+    the returned text)."""
     prompt = prompt_ids(engine, messages)
+    if prefill:
+        prompt = prompt + engine.tokenizer(prefill, add_special_tokens=False)["input_ids"]
     reply, total = AnnotatedAnswer(prompt, engine.tokenizer, calculator), None
     while not reply.done:
         request = new_request(config, engine, reply.next_ids(), body, body.max_completion_tokens or body.max_tokens,
                               stop_when=reply.stop_when(), json_schema=json_schema)
+        request.seed = choice_seed(body, choice)
         request.max_tokens = reply.budget(request.max_tokens)
         reply.take(await complete_within_limits(engine, request, config, http), request.finish_reason,
                    request.completion_tokens)
         request.prompt_ids = prompt  # usage counts the user's prompt once
         request.completion_tokens = reply.completion_tokens
         total = request
-    return reply.text, total
+    return prefill + reply.text, total
 
 
 async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics: ServerMetrics):
@@ -98,6 +102,12 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
             declared = [tool_from_openai(spec) for spec in body.tools]
         except ToolError as e:
             raise APIError(400, str(e), param="tools") from None
+    forced = body.forced_tool()
+    if forced is not None and not declared:
+        raise APIError(400, f"tool_choice {body.tool_choice if forced == '*' else repr(forced)} needs tools",
+                       param="tool_choice")
+    if forced not in (None, "*") and forced not in {t.name for t in declared}:
+        raise APIError(400, f"tool_choice names '{forced}', which is not among the tools", param="tool_choice")
     server_side = {t.name: config.tools[t.name] for t in declared if t.name in config.tools}
     if declared and body.json_schema() is not None:  # a tool call is text the schema would not allow
         raise APIError(400, "response_format json_object / json_schema cannot be combined with tools here; send "
@@ -106,47 +116,80 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     chunks = Chunks("chat.completion.chunk", body.model)
 
     if not declared and body.stream:
-        request = new_request(config, engine, prompt_ids(engine, messages), body,
-                              body.max_completion_tokens or body.max_tokens, json_schema=json_schema)
-        return sse_response(chat_stream(engine, request, body, metrics, citations, chunks))
+        requests = [new_request(config, engine, prompt_ids(engine, messages), body,
+                                body.max_completion_tokens or body.max_tokens, json_schema=json_schema)
+                    for _ in range(body.n)]
+        for j, r in enumerate(requests):
+            r.seed = choice_seed(body, j)
+        return sse_response(chat_stream(engine, requests, body, metrics, citations, chunks))
 
-    if declared:
-        text, requests = await with_tools(config, engine, messages, body, http, declared, server_side)
-        content, calls = parse_tool_calls(text)
-        calls = [c for c in calls if c.name not in server_side]  # server tools already ran; the rest are the client's
-    else:
-        content, request = await answer(config, engine, messages, body, http, calculator=False,
-                                        json_schema=json_schema)
-        requests, calls = [request], []
-    total = {k: sum(usage(r)[k] for r in requests) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    for r in requests:
+    async def one_choice(j: int) -> tuple[dict, str, list]:
+        if declared:
+            text, requests = await with_tools(config, engine, messages, body, http, declared, server_side, j)
+            content, calls = parse_tool_calls(text)
+            calls = [c for c in calls if c.name not in server_side]  # server tools ran; the rest are the client's
+            if not body.parallel_tool_calls:
+                calls = calls[:1]
+        else:
+            content, request = await answer(config, engine, messages, body, http, calculator=False,
+                                            json_schema=json_schema, choice=j)
+            requests, calls = [request], []
+        message = {"role": "assistant", "content": content if not calls else (content or None)}
+        if calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+        return message, "tool_calls" if calls else finish_reason(requests[-1]), requests
+
+    results = await asyncio.gather(*(one_choice(j) for j in range(body.n)))
+    every = [r for _, _, requests in results for r in requests]
+    total = {k: sum(usage(r)[k] for r in every) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    total["prompt_tokens"] = sum(usage(r)["prompt_tokens"] for r in results[0][2])  # the choices share the prompt
+    total["total_tokens"] = total["prompt_tokens"] + total["completion_tokens"]
+    for r in every:
         count_tokens(metrics, engine, r)
-    message = {"role": "assistant", "content": content if not calls else (content or None)}
-    if calls:
-        message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                                 for c in calls]
-    finish = "tool_calls" if calls else finish_reason(requests[-1])
+    choices = [{"index": j, "message": message, "finish_reason": finish}
+               for j, (message, finish, _) in enumerate(results)]
     response = {"id": chunks.id, "object": "chat.completion", "created": chunks.created, "model": body.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": total}
+                "choices": choices, "usage": total}
     if citations is not None:
         response["seedbed_citations"] = citations
     if config.log_content:  # only when the operator asked: prompts and answers are the users' data
-        log.info("chat %s: %s -> %s", body.model, json.dumps(messages)[:2000], json.dumps(message)[:2000])
-    if body.stream:  # tools were involved: the answer is complete already, sent as one streamed chunk
+        log.info("chat %s: %s -> %s", body.model, json.dumps(messages)[:2000],
+                 json.dumps([c["message"] for c in choices])[:2000])
+    if body.stream:  # tools were involved: the answer is complete already, sent as one streamed chunk per choice
         return sse_response(replay(response, body, chunks))
     return response
 
 
-async def with_tools(config, engine, messages, body, http, declared, server_side) -> tuple[str, list]:
-    """Generate with the tools described to the model; run server-side tools in a bounded loop."""
+def forced_call(declared: list, forced: str) -> tuple[str, dict, str]:
+    """For tool_choice "required" (`forced` "*") or a named tool: how the reply starts, the JSON schema the rest
+    keeps to (constrained decoding) and what closes it, so that the model calls (one of) the tool(s) with
+    arguments its parameters' schema accepts. One possible tool: its name is written for the model and only the
+    arguments are decoded."""
+    tools = [t for t in declared if forced in ("*", t.name)]
+    if len(tools) == 1:
+        return f'<tool_call>{{"name": {json.dumps(tools[0].name)}, "arguments": ', tools[0].parameters, "}</tool_call>"
+    options = [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+                "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
+    return "<tool_call>", {"anyOf": options}, "</tool_call>"
+
+
+async def with_tools(config, engine, messages, body, http, declared, server_side, choice: int = 0
+                     ) -> tuple[str, list]:
+    """Generate with the tools described to the model; run server-side tools in a bounded loop. Under
+    tool_choice "required" or a named tool, the model's first turn is a call (`forced_call`)."""
     calculator = "calculator" in server_side
     prompt = [{"role": "system", "content": tools_system_prompt(declared)}, *messages]
     requests, loop = [], asyncio.get_running_loop()
+    forced = body.forced_tool()
 
     def reply(conversation: list[dict]) -> str:  # runs in a worker thread inside run_tool_loop
+        prefill, schema, close = forced_call(declared, forced) if forced and not requests else ("", None, "")
         future = asyncio.run_coroutine_threadsafe(
-            answer(config, engine, messages_for_template(conversation), body, http, calculator), loop)
+            answer(config, engine, messages_for_template(conversation), body, http, calculator and not schema,
+                   json_schema=schema, choice=choice, prefill=prefill), loop)
         text, request = future.result()
+        text += close if request.finish_reason == "stop" else ""  # a call cut short by max_tokens is no call
         requests.append(request)
         return text
 
@@ -157,35 +200,42 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
     return text, requests
 
 
-async def chat_stream(engine: Engine, request, body, metrics: ServerMetrics, citations, chunks: Chunks):
-    first = chunks.choice({"delta": {"role": "assistant", "content": ""}})
-    if citations is not None:
-        first["seedbed_citations"] = citations
-    yield sse_event(first)
-    started = True
-    async for piece in engine.stream(request):
-        if started:
-            metrics.first_token.labels(engine.name).observe(time.monotonic() - request.started)
-            started = False
-        yield sse_event(chunks.choice({"delta": {"content": piece}}))
-    yield sse_event(chunks.choice({"delta": {}}, finish_reason(request)))
+async def chat_stream(engine: Engine, requests: list, body, metrics: ServerMetrics, citations, chunks: Chunks):
+    for j in range(len(requests)):
+        first = chunks.choice({"delta": {"role": "assistant", "content": ""}}, index=j)
+        if citations is not None:
+            first["seedbed_citations"] = citations
+        yield sse_event(first)
+    waiting_first = set(range(len(requests)))
+    async for j, piece in merged(engine, requests):
+        r = requests[j]
+        if piece is None:
+            yield sse_event(chunks.choice({"delta": {}}, finish_reason(r), index=j))
+            count_tokens(metrics, engine, r)
+            continue
+        if j in waiting_first:
+            metrics.first_token.labels(engine.name).observe(time.monotonic() - r.started)
+            waiting_first.discard(j)
+        yield sse_event(chunks.choice({"delta": {"content": piece}}, index=j))
     if body.stream_options and body.stream_options.include_usage:
-        yield sse_event(chunks.usage(usage(request)))
-    count_tokens(metrics, engine, request)
+        yield sse_event(chunks.usage(total_usage(requests, body.n)))
     yield sse_event("[DONE]")
 
 
 async def replay(response: dict, body, chunks: Chunks):
-    """A reply computed whole (tools were involved), sent as the chunks of a stream."""
-    message, finish = response["choices"][0]["message"], response["choices"][0]["finish_reason"]
-    delta = {"role": "assistant", "content": message.get("content") or ""}
-    if "tool_calls" in message:
-        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
-    first = chunks.choice({"delta": delta})
-    if "seedbed_citations" in response:
-        first["seedbed_citations"] = response["seedbed_citations"]
-    yield sse_event(first)
-    yield sse_event(chunks.choice({"delta": {}}, finish))
+    """A reply computed whole (tools were involved), sent as the chunks of a stream: one per choice, then each
+    choice's finish."""
+    for j, choice in enumerate(response["choices"]):
+        message = choice["message"]
+        delta = {"role": "assistant", "content": message.get("content") or ""}
+        if "tool_calls" in message:
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        first = chunks.choice({"delta": delta}, index=j)
+        if "seedbed_citations" in response:
+            first["seedbed_citations"] = response["seedbed_citations"]
+        yield sse_event(first)
+    for j, choice in enumerate(response["choices"]):
+        yield sse_event(chunks.choice({"delta": {}}, choice["finish_reason"], index=j))
     if body.stream_options and body.stream_options.include_usage:
         yield sse_event(chunks.usage(response["usage"]))
     yield sse_event("[DONE]")

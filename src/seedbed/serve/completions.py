@@ -2,9 +2,10 @@
 `logprobs` and `echo`: what lm-evaluation-harness's `local-completions` model sends.
 
 `prompt` is a text, a list of texts, a list of token ids (used as given: no BOS is added) or a list of such
-lists; each prompt is one choice (`index` in order). `max_tokens: 0` with `echo` scores the prompt only.
-Streaming takes one prompt, no `logprobs` and `max_tokens` >= 1 (else a 400 naming the field): lm-eval never
-streams, and a stream's logprobs would need a scoring pass per chunk.
+lists; each prompt has `n` choices (`index` = prompt * n + choice, as OpenAI orders them), all decoded together.
+`max_tokens: 0` with `echo` scores the prompt only. A stream interleaves its choices' chunks as they are decoded;
+it takes no `logprobs` and `max_tokens` >= 1 (else a 400 naming the field): lm-eval never streams, and a stream's
+logprobs would need a scoring pass per chunk.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from seedbed.serve.engine import Engine, ScoreJob
 from seedbed.serve.logprobs import legacy_logprobs
 from seedbed.serve.metrics import ServerMetrics
 from seedbed.serve.protocol import (
-    APIError, Chunks, ServerConfig, complete_within_limits, count_tokens, find_engine, finish_reason, new_request,
-    response_schema, score_within_limits, sse_event, sse_response, usage,
+    APIError, Chunks, ServerConfig, choice_seed, complete_within_limits, count_tokens, find_engine, finish_reason,
+    merged, new_request, response_schema, score_within_limits, sse_event, sse_response, total_usage,
 )
 from seedbed.serve.schemas import CompletionRequest
 
@@ -31,13 +32,21 @@ async def text_completion(config: ServerConfig, body: CompletionRequest, http: H
     if body.max_tokens == 0 and not body.echo:
         raise APIError(400, "max_tokens 0 asks for no completion: add echo: true to score the prompt",
                        param="max_tokens")
-    if body.stream and (len(prompts) > 1 or body.logprobs is not None or body.max_tokens == 0):
-        param = "logprobs" if body.logprobs is not None else "max_tokens" if body.max_tokens == 0 else "prompt"
-        raise APIError(400, "a streamed completion takes one prompt, no logprobs and max_tokens of 1 or more; "
+    if body.stream and (body.logprobs is not None or body.max_tokens == 0):
+        param = "logprobs" if body.logprobs is not None else "max_tokens"
+        raise APIError(400, "a streamed completion takes no logprobs and max_tokens of 1 or more; "
                        f"drop stream or change {param}", param=param)
+    if len(prompts) * body.n > config.limits.max_prompts:
+        raise APIError(400, f"{len(prompts)} prompts x n={body.n} choices in one request; this server takes at "
+                       f"most {config.limits.max_prompts}", param="n")
     schema = await response_schema(engine, body)
     # Every prompt is checked as a decode would be (length, max_tokens), even when only scored.
-    requests = [new_request(config, engine, ids, body, body.max_tokens or 1, json_schema=schema) for _, ids in prompts]
+    requests = []
+    for _, ids in prompts:
+        for j in range(body.n):
+            requests.append(new_request(config, engine, ids, body, body.max_tokens or 1, json_schema=schema))
+            requests[-1].seed = choice_seed(body, j)
+    prompts = [p for p in prompts for _ in range(body.n)]
     total = sum(len(r.prompt_ids) + body.max_tokens for r in requests)
     if total > config.limits.max_batch_tokens:
         raise APIError(400, f"the prompts and completions come to {total} tokens; this server takes at most "
@@ -46,7 +55,7 @@ async def text_completion(config: ServerConfig, body: CompletionRequest, http: H
               if body.echo else "" for (text, _), r in zip(prompts, requests)]
     chunks = Chunks("text_completion", body.model)
     if body.stream:
-        return sse_response(text_stream(engine, requests[0], body, metrics, echoes[0], chunks))
+        return sse_response(text_stream(engine, requests, body, metrics, echoes, chunks))
     if body.max_tokens > 0:
         texts = await complete_all(engine, requests, config, http)
     else:
@@ -58,10 +67,8 @@ async def text_completion(config: ServerConfig, body: CompletionRequest, http: H
     for i, (r, echo, text, lp) in enumerate(zip(requests, echoes, texts, logprobs)):
         count_tokens(metrics, engine, r)
         choices.append({"index": i, "text": echo + text, "logprobs": lp, "finish_reason": finish_reason(r)})
-    n_in, n_out = sum(len(r.prompt_ids) for r in requests), sum(r.completion_tokens for r in requests)
     return {"id": chunks.id, "object": "text_completion", "created": chunks.created, "model": body.model,
-            "choices": choices,
-            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
+            "choices": choices, "usage": total_usage(requests, body.n)}
 
 
 def prompt_list(config: ServerConfig, engine: Engine, body: CompletionRequest) -> list[tuple[str | None, list[int]]]:
@@ -118,17 +125,22 @@ async def score_choices(engine: Engine, requests: list[Request], body: Completio
     return [legacy_logprobs(tokenizer, ids, first, row) for ids, first, row in zip(sequences, shown, scores)]
 
 
-async def text_stream(engine, request, body: CompletionRequest, metrics: ServerMetrics, prefix: str, chunks: Chunks):
-    if prefix:
-        yield sse_event(chunks.choice({"text": prefix, "logprobs": None}))
-    first = True
-    async for piece in engine.stream(request):
-        if first:
-            metrics.first_token.labels(engine.name).observe(time.monotonic() - request.started)
-            first = False
-        yield sse_event(chunks.choice({"text": piece, "logprobs": None}))
-    yield sse_event(chunks.choice({"text": "", "logprobs": None}, finish_reason(request)))
+async def text_stream(engine, requests: list[Request], body: CompletionRequest, metrics: ServerMetrics,
+                      prefixes: list[str], chunks: Chunks):
+    for i, prefix in enumerate(prefixes):
+        if prefix:
+            yield sse_event(chunks.choice({"text": prefix, "logprobs": None}, index=i))
+    waiting_first = set(range(len(requests)))
+    async for i, piece in merged(engine, requests):
+        r = requests[i]
+        if piece is None:
+            yield sse_event(chunks.choice({"text": "", "logprobs": None}, finish_reason(r), index=i))
+            count_tokens(metrics, engine, r)
+            continue
+        if i in waiting_first:
+            metrics.first_token.labels(engine.name).observe(time.monotonic() - r.started)
+            waiting_first.discard(i)
+        yield sse_event(chunks.choice({"text": piece, "logprobs": None}, index=i))
     if body.stream_options and body.stream_options.include_usage:
-        yield sse_event(chunks.usage(usage(request)))
-    count_tokens(metrics, engine, request)
+        yield sse_event(chunks.usage(total_usage(requests, body.n)))
     yield sse_event("[DONE]")

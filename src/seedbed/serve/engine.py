@@ -1,9 +1,11 @@
-"""The engine behind each served model: a request queue and one worker thread in front of an inference backend.
+"""The engine behind each served model: a bounded request queue and one worker thread in front of a backend.
 
 Requests wait in a queue; the worker takes the first, waits up to `batch_window_ms` for more (up to `max_batch`,
-and never more than the backend takes: llama.cpp decodes one at a time), and hands the batch to the backend,
-which streams each row's text as it grows. Composition, not inheritance: the engine queues and relays, the
-backend (`seedbed.inference`) computes.
+and never more than the backend takes), and hands the batch to the backend, which streams each row's text as it
+grows. While a batch decodes, requests that arrive join it at the next step (`admit`: continuous batching) and
+rows that finish leave it at once. A queue already holding `max_queue` requests refuses more (`QueueFull`: the
+API's 429 with Retry-After) rather than letting waits grow without bound. Composition, not inheritance: the
+engine queues and relays, the backend (`seedbed.inference`) computes.
 
     >>> engine = Engine("tiny", load("path/to/model"), max_batch=8)  # doctest: +SKIP
     >>> async for piece in engine.stream(Request(prompt_ids, max_tokens=20)): print(piece, end="")  # doctest: +SKIP
@@ -20,19 +22,32 @@ from seedbed.inference import Backend, TokenScore
 from seedbed.inference.request import Request
 
 
+class QueueFull(Exception):
+    """The engine's queue holds `max_queue` requests already; the client should retry after `retry_after` s."""
+
+    def __init__(self, name: str, depth: int, retry_after: int):
+        super().__init__(f"model '{name}' has {depth} requests waiting, its limit; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
 class Engine:
     """A named model: its backend, the queue of requests waiting for it, and the worker that batches them."""
 
-    def __init__(self, name: str, backend: Backend, max_batch: int = 8, batch_window_ms: float = 10.0):
+    def __init__(self, name: str, backend: Backend, max_batch: int = 8, batch_window_ms: float = 10.0,
+                 max_queue: int = 256):
         self.name, self.backend = name, backend
         self.max_batch = max(1, min(max_batch, backend.max_batch))
         self.batch_window = batch_window_ms / 1000
+        self.max_queue = max_queue
         self.waiting: queue.Queue[Request] = queue.Queue()
         self.running = 0  # requests being decoded now
+        self.scores_waiting = 0  # score jobs waiting for the model: a running batch admits no one meanwhile
+        self.finished_s: list[float] = []  # how long recent requests took, end to end (Retry-After's estimate)
         self.created = int(time.time())
         # The worker's decode and `score` (run in a request's thread) take turns on the model: a torch model's
         # forward passes and llama.cpp's one context are not safe to share between threads.
         self.model_lock = threading.Lock()
+        self.count_lock = threading.Lock()
         threading.Thread(target=self.work, daemon=True, name=f"engine-{name}").start()
 
     @property
@@ -65,13 +80,37 @@ class Engine:
             self.running = len(batch)
             try:
                 with self.model_lock:
-                    self.backend.decode(batch)
+                    self.backend.decode(batch, admit=self.admit)
             except Exception as error:  # a failure of ours must reach the clients, not kill the worker
                 for r in batch:
                     if r.finish_reason is None:
                         r.fail(error)
             finally:
                 self.running = 0
+
+    def admit(self, running: int) -> list[Request]:
+        """The waiting requests that join a running batch of `running` rows now (none while a score job waits:
+        it gets the model when the batch drains)."""
+        self.running = running
+        joining = []
+        while running + len(joining) < self.max_batch and not self.scores_waiting:
+            try:
+                r = self.waiting.get_nowait()
+            except queue.Empty:
+                break
+            if not r.cancelled:
+                joining.append(r)
+        self.running += len(joining)
+        return joining
+
+    def check_room(self) -> None:
+        """Raise `QueueFull` if the queue holds `max_queue` requests already."""
+        depth = self.waiting.qsize()
+        if depth >= self.max_queue:
+            recent = sorted(self.finished_s[-32:])
+            typical = recent[len(recent) // 2] if recent else 1.0
+            # the queue drains about max_batch requests per typical request time
+            raise QueueFull(self.name, depth, max(1, round(typical * depth / self.max_batch)))
 
     # --- the event loop's side -----------------------------------------------------------------------------
 
@@ -83,7 +122,12 @@ class Engine:
             if not loop.is_closed():  # the client's loop may be gone by the time the worker finishes
                 loop.call_soon_threadsafe(out.put_nowait, item)
 
-        request.on_piece, request.on_end, request.on_error = deliver, lambda: deliver(None), deliver
+        def end() -> None:
+            self.finished_s = self.finished_s[-63:] + [time.monotonic() - request.started]
+            deliver(None)
+
+        self.check_room()
+        request.on_piece, request.on_end, request.on_error = deliver, end, deliver
         self.waiting.put(request)
         try:
             while True:
@@ -104,7 +148,11 @@ class Engine:
         cancelled while it waited for the model (its client left or ran out of time) is not run."""
 
         def run():
+            with self.count_lock:
+                self.scores_waiting += 1
             with self.model_lock:
+                with self.count_lock:
+                    self.scores_waiting -= 1
                 if job.cancelled:
                     return []
                 return self.backend.score(job.sequences, job.starts, job.top_k)

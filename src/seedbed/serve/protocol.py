@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from seedbed.inference.request import Request
 from seedbed.inference.stops import SchemaError, check_schema
 from seedbed.inference.scores import TokenScore
-from seedbed.serve.engine import Engine, ScoreJob
+from seedbed.serve.engine import Engine, QueueFull, ScoreJob
 from seedbed.serve.metrics import ServerMetrics
 
 
@@ -47,8 +47,15 @@ class ServerConfig:
 class APIError(Exception):
     """An error answered to the client as OpenAI does: a status and `{"error": {message, type, param, code}}`."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param=None, code=None):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param=None, code=None,
+                 headers: dict | None = None):
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers
+
+
+def queue_full(e: QueueFull) -> APIError:
+    """The 429 of a full queue, with the seconds to wait in `Retry-After` (the `openai` SDK honours it)."""
+    return APIError(429, str(e), "rate_limit_error", code="queue_full", headers={"Retry-After": str(e.retry_after)})
 
 
 def error_body(message: str, type_: str, param=None, code=None) -> dict:
@@ -66,6 +73,10 @@ def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_
                 **extra) -> Request:
     """A decode request for `ids` with the body's sampling settings, checked against the server's limits."""
     limits = config.limits
+    try:  # refused here, before a streamed reply has started, so that the client gets a 429 and not a broken stream
+        engine.check_room()
+    except QueueFull as e:
+        raise queue_full(e) from None
     if not ids:  # an empty prompt: start from BOS, as a model's own generation would
         if engine.tokenizer.bos_token_id is None:
             raise APIError(400, "the prompt is empty", param="prompt")
@@ -77,8 +88,20 @@ def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_
     if max_tokens > limits.max_tokens:
         raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}",
                        param="max_tokens")
+    bias = body.logit_bias_ids()
+    vocab = len(engine.tokenizer)
+    if bad := [t for t in bias if not 0 <= t < vocab]:
+        raise APIError(400, f"logit_bias: token {bad[0]} is not in this model's vocabulary (0..{vocab - 1})",
+                       param="logit_bias")
     return Request(ids, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                   stop=body.stop_list(), seed=body.seed, **extra)
+                   stop=body.stop_list(), seed=body.seed, logit_bias=bias, presence_penalty=body.presence_penalty,
+                   frequency_penalty=body.frequency_penalty, **extra)
+
+
+def choice_seed(body, j: int) -> int | None:
+    """The seed of choice `j` of `n`: the body's seed for the first, then the next ones (reproducible, and the
+    choices differ when sampled); None without a seed."""
+    return None if body.seed is None else (body.seed + j) % 2**63
 
 
 async def response_schema(engine: Engine, body) -> dict | None:
@@ -169,12 +192,46 @@ class Chunks:
         self.kind, self.model = kind, model
         self.id, self.created = id_ or f"{prefix}-{uuid.uuid4().hex}", created or int(time.time())
 
-    def choice(self, fields: dict, finish: str | None = None) -> dict:
-        """A chunk with one choice (index 0) made of `fields` and the finish reason."""
+    def choice(self, fields: dict, finish: str | None = None, index: int = 0) -> dict:
+        """A chunk with one choice (`index`) made of `fields` and the finish reason."""
         return {"id": self.id, "object": self.kind, "created": self.created, "model": self.model,
-                "choices": [{"index": 0, **fields, "finish_reason": finish}]}
+                "choices": [{"index": index, **fields, "finish_reason": finish}]}
 
     def usage(self, counts: dict) -> dict:
         """The closing chunk of `stream_options.include_usage`: no choices, the usage."""
         return {"id": self.id, "object": self.kind, "created": self.created, "model": self.model, "choices": [],
                 "usage": counts}
+
+
+async def merged(engine: Engine, requests: list[Request]):
+    """Yield (index, piece) from every request's stream as pieces come, and (index, None) when one ends: the
+    choices of a streamed `n` > 1 or prompt list, decoded together. Leaving early cancels the unfinished ones."""
+    out: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, r: Request) -> None:
+        try:
+            async for piece in engine.stream(r):
+                out.put_nowait((i, piece))
+            out.put_nowait((i, None))
+        except BaseException as e:  # noqa: BLE001 -- handed to the reader, which raises it
+            out.put_nowait((i, e))
+
+    tasks = [asyncio.ensure_future(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        ended = 0
+        while ended < len(requests):
+            i, item = await out.get()
+            if isinstance(item, BaseException):
+                raise item
+            ended += item is None
+            yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def total_usage(requests: list[Request], n: int = 1) -> dict:
+    """Usage of several choices, `n` per prompt in order: each prompt counted once (its choices share it, as
+    OpenAI counts), completions summed."""
+    n_in, n_out = sum(len(r.prompt_ids) for r in requests[::n]), sum(r.completion_tokens for r in requests)
+    return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}

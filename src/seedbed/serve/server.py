@@ -62,7 +62,7 @@ def build_config(recipe: ServeRecipe) -> ServerConfig:
         fewshot = {name: FewshotProfile.load([path], recipe.fewshot_k, recipe.fewshot_mode)
                    for name, path in fewshot_paths.items()}
     engines = {name: Engine(name, load(path, recipe.engine, recipe.threads), max_batch=recipe.max_batch,
-                            batch_window_ms=recipe.batch_window_ms)
+                            batch_window_ms=recipe.batch_window_ms, max_queue=recipe.max_queue)
                for name, path in models.items()}
     limits = Limits(recipe.max_prompt_tokens, recipe.max_tokens, recipe.default_max_tokens, recipe.max_body_bytes,
                     recipe.request_timeout_s)
