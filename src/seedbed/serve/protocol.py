@@ -31,6 +31,8 @@ class Limits:
     request_timeout_s: float = 300.0
     max_prompts: int = 64  # prompts in one /v1/completions request (lm-eval batches several per request)
     max_batch_tokens: int = 65_536  # their tokens together, completions' max_tokens included
+    max_stops: int = 4  # stop strings in one request: OpenAI's limit
+    max_stop_chars: int = 1000  # characters in one stop string (each is held back while it may still match)
 
 
 @dataclass
@@ -78,7 +80,17 @@ def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_
         raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}",
                        param="max_tokens")
     return Request(ids, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                   stop=body.stop_list(), seed=body.seed, **extra)
+                   stop=checked_stops(limits, body.stop_list()), seed=body.seed, **extra)
+
+
+def checked_stops(limits: Limits, stops: list[str]) -> list[str]:
+    """`stops` if within the server's limits (how many, how long), else a 400 naming `stop`."""
+    if len(stops) > limits.max_stops:
+        raise APIError(400, f"{len(stops)} stop strings; this server takes at most {limits.max_stops}", param="stop")
+    if (longest := max((len(s) for s in stops), default=0)) > limits.max_stop_chars:
+        raise APIError(400, f"a stop string of {longest} characters; this server takes at most "
+                       f"{limits.max_stop_chars}", param="stop")
+    return stops
 
 
 async def response_schema(engine: Engine, body) -> dict | None:

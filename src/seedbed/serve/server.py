@@ -64,8 +64,9 @@ def build_config(recipe: ServeRecipe) -> ServerConfig:
     engines = {name: Engine(name, load(path, recipe.engine, recipe.threads), max_batch=recipe.max_batch,
                             batch_window_ms=recipe.batch_window_ms)
                for name, path in models.items()}
-    limits = Limits(recipe.max_prompt_tokens, recipe.max_tokens, recipe.default_max_tokens, recipe.max_body_bytes,
-                    recipe.request_timeout_s)
+    limits = Limits(max_prompt_tokens=recipe.max_prompt_tokens, max_tokens=recipe.max_tokens,
+                    default_max_tokens=recipe.default_max_tokens, max_body_bytes=recipe.max_body_bytes,
+                    request_timeout_s=recipe.request_timeout_s, max_stops=recipe.max_stops)
     return ServerConfig(engines, keys, limits, tools, rag, fewshot, recipe.log_content)
 
 

@@ -1,0 +1,83 @@
+"""What a careless user or a stranger may send the server (issue 13): each once stalled, crashed or grew it.
+
+The real server on a free localhost port, a tiny model, raw HTTP for the bodies an SDK would not send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+import pytest
+
+from conftest import running_server
+from seedbed.inference import load
+from seedbed.inference.request import Request
+from seedbed.inference.stops import pending_stop_prefix
+from seedbed.serve.app import Limits, ServerConfig, create_app
+from seedbed.serve.engine import Engine
+
+KEY = "sk-hardening"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHAT = [{"role": "user", "content": "What is two plus three?"}]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return Engine("tiny", load(str(tiny_model)), max_batch=8, batch_window_ms=50)
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    config = ServerConfig({"tiny": engine}, api_keys=[KEY], limits=Limits(max_prompt_tokens=200, max_tokens=64))
+    with running_server(create_app(config)) as url:
+        yield url, config
+
+
+def post(url: str, path: str, body: dict, **kwargs) -> httpx.Response:
+    return httpx.post(url + path, json=body, headers=AUTH, timeout=60, **kwargs)
+
+
+# --- 1. stop strings: bounded, and scanned in linear time ----------------------------------------------------
+
+
+def test_a_huge_stop_string_is_scanned_in_linear_time():
+    """Comparing every prefix of a 10,000,000-character stop with the text's end took minutes per token."""
+    found = []
+    worker = threading.Thread(target=lambda: found.append(pending_stop_prefix("xyab", ["ab" + "c" * 10_000_000])),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=30)  # linear: well under a second; quadratic: minutes
+    assert found == [2]
+
+
+def test_linear_scan_holds_back_what_comparing_every_prefix_did():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(5000):
+        text = "".join(rng.choice("ab") for _ in range(rng.randint(0, 12)))
+        stops = ["".join(rng.choice("ab") for _ in range(rng.randint(0, 10))) for _ in range(rng.randint(0, 3))]
+        by_definition = max((n for s in stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
+        assert pending_stop_prefix(text, stops) == by_definition, (text, stops)
+
+
+@pytest.mark.parametrize("stop, message", [
+    (["a", "b", "c", "d", "e"], "5 stop strings"),
+    ("a" * 300_000, "300000 characters"),
+])
+def test_too_many_or_too_long_stops_are_refused(server, stop, message):
+    for path, body in [("/v1/chat/completions", {"messages": CHAT}), ("/v1/completions", {"prompt": "Hi"})]:
+        r = post(server[0], path, {"model": "tiny", "max_tokens": 4, "stop": stop, **body})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "stop", r.text
+        assert message in r.json()["error"]["message"]
+
+
+def test_stops_within_the_limits_still_stop(server):
+    whole = post(server[0], "/v1/completions", {"model": "tiny", "prompt": "Hi", "max_tokens": 12, "temperature": 0})
+    text = whole.json()["choices"][0]["text"]
+    assert len(text) > 2
+    cut = post(server[0], "/v1/completions", {"model": "tiny", "prompt": "Hi", "max_tokens": 12, "temperature": 0,
+                                              "stop": ["q" * 1000, text[1:3]]}).json()["choices"][0]
+    assert text.startswith(cut["text"]) and len(cut["text"]) < len(text) and cut["finish_reason"] == "stop"
