@@ -81,3 +81,47 @@ def test_stops_within_the_limits_still_stop(server):
     cut = post(server[0], "/v1/completions", {"model": "tiny", "prompt": "Hi", "max_tokens": 12, "temperature": 0,
                                               "stop": ["q" * 1000, text[1:3]]}).json()["choices"][0]
     assert text.startswith(cut["text"]) and len(cut["text"]) < len(text) and cut["finish_reason"] == "stop"
+
+
+# --- 2. one bad row fails alone; tiny temperatures are greedy -------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 5e-324, 1e-6])
+def test_tiny_temperatures_decode_greedily(server, temperature):
+    body = {"model": "tiny", "prompt": "The sky is", "max_tokens": 6}
+    greedy = post(server[0], "/v1/completions", {**body, "temperature": 0}).json()["choices"][0]["text"]
+    r = post(server[0], "/v1/completions", {**body, "temperature": temperature})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == greedy
+
+
+def test_a_row_that_fails_fails_alone(engine):
+    """A request whose own decoding raises is answered with its error; the request batched with it is not."""
+
+    def broken(text: str) -> bool:
+        raise ZeroDivisionError("this row's stop_when")
+
+    async def both():
+        tokenizer = engine.tokenizer
+        ids = tokenizer("Hello there", add_special_tokens=False)["input_ids"]
+        good, bad = Request(ids, max_tokens=5, temperature=0), Request(ids, max_tokens=5, stop_when=broken)
+        results = await asyncio.gather(engine.complete(bad), engine.complete(good), return_exceptions=True)
+        return results, good
+
+    seen = []
+    original = engine.backend.decode
+    engine.backend.decode = lambda batch: (seen.append(len(batch)), original(batch))[1]
+    try:
+        (failed, answered), good = asyncio.run(both())
+    finally:
+        del engine.backend.decode  # the class's method again
+    assert seen == [2]  # they shared one batch
+    assert isinstance(failed, ZeroDivisionError)
+    assert isinstance(answered, str) and good.finish_reason in ("stop", "length") and good.completion_tokens > 0
+
+
+def test_generate_still_raises_a_rows_error(engine):
+    """Outside the server (generate, eval) nobody takes a row's error: it ends the decode, as before."""
+    ids = engine.tokenizer("Hello", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ZeroDivisionError):
+        engine.backend.decode([Request(ids, max_tokens=3, stop_when=lambda text: 1 / 0)])

@@ -89,8 +89,13 @@ class TorchBackend:
                 mask_logits(logits, constrained, [constraints[live[row]] for row in constrained])
             next_ids, keep = [], []
             for row, i in enumerate(live):
-                token = sample(logits[row], batch[i].temperature, batch[i].top_p, generators[i])
-                if not self.advance(batch[i], trackers[i], token, constraints[i]):
+                try:
+                    token = sample(logits[row], batch[i].temperature, batch[i].top_p, generators[i])
+                    done = self.advance(batch[i], trackers[i], token, constraints[i])
+                except Exception as error:  # this row's own failure (its settings, its stop_when): not its batch's
+                    batch[i].fail(error)
+                    continue
+                if not done:
                     keep.append(row)
                     next_ids.append(token)
             if len(keep) < len(live):
