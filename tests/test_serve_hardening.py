@@ -125,3 +125,27 @@ def test_generate_still_raises_a_rows_error(engine):
     ids = engine.tokenizer("Hello", add_special_tokens=False)["input_ids"]
     with pytest.raises(ZeroDivisionError):
         engine.backend.decode([Request(ids, max_tokens=3, stop_when=lambda text: 1 / 0)])
+
+
+# --- 3. the body limit counts bytes, not headers ---------------------------------------------------------------
+
+
+def chunked(body: bytes, size: int = 65_536):
+    """A body sent with Transfer-Encoding: chunked (httpx sends a generator so), so with no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_a_chunked_body_over_the_limit_is_refused(server):
+    import json
+
+    url, config = server
+    big = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "word " * 400_000}]}).encode()
+    assert len(big) > 2 * config.limits.max_body_bytes
+    r = httpx.post(url + "/v1/chat/completions", content=chunked(big), timeout=60,
+                   headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large", r.text[:300]
+    small = json.dumps({"model": "tiny", "messages": CHAT, "max_tokens": 3}).encode()
+    r = httpx.post(url + "/v1/chat/completions", content=chunked(small, 7), timeout=60,
+                   headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] is not None

@@ -60,6 +60,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         metrics.errors.labels(request.url.path, "server_error").inc()
         return JSONResponse(error_body("internal server error", "server_error"), status_code=500)
 
+    app.add_middleware(BodyLimit, limit=config.limits.max_body_bytes)  # inside `guard`: strangers' bodies go unread
+
     @app.middleware("http")
     async def guard(request: HTTPRequest, call_next):
         started = time.perf_counter()
@@ -119,6 +121,46 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app.openapi = openapi
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: an API request's body is counted as its bytes arrive and refused (413) past `limit`.
+
+    The Content-Length check in `guard` refuses early, but a chunked body (Transfer-Encoding: chunked) has no
+    such header: without this a 50 MB chunked body was read whole, parsed and tokenized before any limit applied.
+    The body (at most `limit` bytes) is then handed on as one message; later messages (a client's disconnect)
+    pass through as they come.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away before its body was whole
+                return
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > self.limit:
+                response = JSONResponse(error_body(f"request body over {self.limit} bytes", "invalid_request_error",
+                                                   code="body_too_large"), status_code=413)
+                return await response(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body, handed = b"".join(parts), False
+
+        async def replay():
+            nonlocal handed
+            if handed:
+                return await receive()
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def authorised(request: HTTPRequest, keys: list[str]) -> bool:
