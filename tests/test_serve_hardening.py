@@ -149,3 +149,31 @@ def test_a_chunked_body_over_the_limit_is_refused(server):
     r = httpx.post(url + "/v1/chat/completions", content=chunked(small, 7), timeout=60,
                    headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] is not None
+
+
+# --- 4. embeddings: bounded inputs and tokens, a known model -----------------------------------------------------
+
+
+def test_embeddings_check_the_model_and_bound_the_inputs(server):
+    url = server[0]
+    ok = post(url, "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": ["one two three", "four"]})
+    assert ok.status_code == 200 and len(ok.json()["data"]) == 2
+    from seedbed.retrieval import Embedder
+
+    assert ok.json()["usage"]["prompt_tokens"] == sum(Embedder().token_counts(["one two three", "four"]))
+    for body, status, param, says in [
+        ({"model": "gpt-9", "input": "hi"}, 404, "model", "not an embedding model"),
+        ({"model": "all-MiniLM-L6-v2", "input": ["a"] * 2049}, 400, "input", "2049 inputs"),
+        ({"model": "all-MiniLM-L6-v2", "input": ["short", "word " * 300]}, 400, "input", "input[1] is 302 tokens"),
+    ]:
+        r = post(url, "/v1/embeddings", body)
+        assert r.status_code == status and r.json()["error"]["param"] == param, r.text[:300]
+        assert says in r.json()["error"]["message"]
+
+
+def test_embedding_tokens_together_are_bounded(engine):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(ServerConfig({"tiny": engine}, limits=Limits(max_embedding_tokens=50))))
+    r = client.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": ["word " * 20] * 3})
+    assert r.status_code == 400 and "66 tokens" in r.json()["error"]["message"], r.text

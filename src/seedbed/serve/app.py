@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from seedbed import __version__
 from seedbed.serve.chat_completions import chat_completion
 from seedbed.serve.completions import text_completion
-from seedbed.serve.embeddings import embed_response
+from seedbed.serve.embeddings import MODEL_NAMES, embed_response
 from seedbed.serve.metrics import ServerMetrics
 from seedbed.serve.protocol import APIError, Limits, ServerConfig, error_body
 from seedbed.serve.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -106,7 +106,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
-        return await embed_response(body)
+        return await embed_response(config, body)
 
     def openapi() -> dict:
         # The schema names the models this server actually serves, so clients and fuzzers see what is valid.
@@ -116,6 +116,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             for name in ("ChatCompletionRequest", "CompletionRequest"):
                 schema["components"]["schemas"][name]["properties"]["model"]["enum"] = sorted(config.engines)
+            schema["components"]["schemas"]["EmbeddingRequest"]["properties"]["model"]["enum"] = sorted(MODEL_NAMES)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -33,6 +33,8 @@ class Limits:
     max_batch_tokens: int = 65_536  # their tokens together, completions' max_tokens included
     max_stops: int = 4  # stop strings in one request: OpenAI's limit
     max_stop_chars: int = 1000  # characters in one stop string (each is held back while it may still match)
+    max_embedding_inputs: int = 2048  # texts in one /v1/embeddings request: OpenAI's limit
+    max_embedding_tokens: int = 32_768  # their word pieces together
 
 
 @dataclass
