@@ -177,3 +177,22 @@ def test_embedding_tokens_together_are_bounded(engine):
     client = TestClient(create_app(ServerConfig({"tiny": engine}, limits=Limits(max_embedding_tokens=50))))
     r = client.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": ["word " * 20] * 3})
     assert r.status_code == 400 and "66 tokens" in r.json()["error"]["message"], r.text
+
+
+# --- 5. metrics are labelled by route, not by URL --------------------------------------------------------------
+
+
+def test_invented_urls_do_not_grow_the_metrics(server):
+    url = server[0]
+    before = httpx.get(url + "/metrics").text.count("\n")
+    for i in range(40):
+        assert httpx.get(f"{url}/nope-{i}").status_code == 404
+        assert httpx.get(f"{url}/v1/nope-{i}", headers=AUTH).status_code == 404
+        assert httpx.get(f"{url}/v1/nope-{i}").status_code == 401
+    text = httpx.get(url + "/metrics").text
+    assert "nope" not in text
+    assert 'seedbed_requests_total{endpoint="unmatched",status="404"} 80.0' in text
+    assert 'seedbed_requests_total{endpoint="unmatched",status="401"} 40.0' in text
+    assert text.count("\n") - before < 60  # a fixed set of new series (latency buckets), not one per URL
+    post(url, "/v1/chat/completions", {"model": "tiny", "messages": CHAT, "max_tokens": 2})
+    assert 'endpoint="/v1/chat/completions",status="200"' in httpx.get(url + "/metrics").text
