@@ -30,7 +30,7 @@ def engine(tiny_model):
 
 @pytest.fixture(scope="module")
 def server(engine):
-    config = ServerConfig({"tiny": engine}, api_keys=[KEY], limits=Limits(max_prompt_tokens=200, max_tokens=64))
+    config = ServerConfig({"tiny": engine}, api_keys=[KEY], limits=Limits(max_prompt_tokens=1000, max_tokens=64))
     with running_server(create_app(config)) as url:
         yield url, config
 
@@ -196,3 +196,30 @@ def test_invented_urls_do_not_grow_the_metrics(server):
     assert text.count("\n") - before < 60  # a fixed set of new series (latency buckets), not one per URL
     post(url, "/v1/chat/completions", {"model": "tiny", "messages": CHAT, "max_tokens": 2})
     assert 'endpoint="/v1/chat/completions",status="200"' in httpx.get(url + "/metrics").text
+
+
+# --- 6. a malformed tool-call history is the caller's 400 --------------------------------------------------------
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+
+
+def history(function) -> list[dict]:
+    return [{"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                                                                   "function": function}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+
+
+@pytest.mark.parametrize("function", ["get_weather", 7, {"arguments": "{}"}, [1]])
+def test_a_malformed_tool_call_in_the_history_is_a_400(server, function):
+    r = post(server[0], "/v1/chat/completions", {"model": "tiny", "messages": history(function), "tools": WEATHER,
+                                                 "max_tokens": 3})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"].startswith("messages.1.tool_calls.0.function")
+
+
+@pytest.mark.parametrize("arguments", ['{"city": "Oslo"}', {"city": "Oslo"}])
+def test_a_well_formed_tool_call_history_is_answered(server, arguments):
+    r = post(server[0], "/v1/chat/completions", {"model": "tiny", "tools": WEATHER, "max_tokens": 3,
+                                                 "messages": history({"name": "get_weather", "arguments": arguments})})
+    assert r.status_code == 200, r.text

@@ -50,7 +50,7 @@ def plain_messages(body) -> list[dict]:
     for m in body.messages:
         message = {"role": "system" if m.role == "developer" else m.role, "content": content_text(m)}
         if m.tool_calls:
-            message["tool_calls"] = m.tool_calls
+            message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
         if m.tool_call_id:
             message["tool_call_id"] = m.tool_call_id
         out.append(message)
