@@ -223,3 +223,17 @@ def test_a_well_formed_tool_call_history_is_answered(server, arguments):
     r = post(server[0], "/v1/chat/completions", {"model": "tiny", "tools": WEATHER, "max_tokens": 3,
                                                  "messages": history({"name": "get_weather", "arguments": arguments})})
     assert r.status_code == 200, r.text
+
+
+# --- 7. the rest: context length, API-key comments, tools bounded -------------------------------------------------
+
+
+def test_a_prompt_past_the_models_context_is_a_400(engine):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(ServerConfig({"tiny": engine}, limits=Limits(max_prompt_tokens=100_000))))
+    ids = [5] * engine.max_context
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": ids, "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
+    assert f"reads at most {engine.max_context}" in r.json()["error"]["message"]
+    assert client.post("/v1/completions", json={"model": "tiny", "prompt": ids[:-1], "max_tokens": 2}).status_code == 200

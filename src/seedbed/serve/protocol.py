@@ -77,6 +77,11 @@ def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_
     if len(ids) > limits.max_prompt_tokens:
         raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most {limits.max_prompt_tokens}",
                        param="messages" if hasattr(body, "messages") else "prompt", code="context_length_exceeded")
+    if len(ids) >= engine.max_context:  # past its context a model reads out of range (IndexError; on CUDA a device
+        # assert that breaks every later request), whatever the server's own prompt limit says
+        raise APIError(400, f"the prompt has {len(ids)} tokens; model '{engine.name}' reads at most "
+                       f"{engine.max_context} (its context) and must have room to answer",
+                       param="messages" if hasattr(body, "messages") else "prompt", code="context_length_exceeded")
     max_tokens = max_tokens or min(limits.default_max_tokens, limits.max_tokens)
     if max_tokens > limits.max_tokens:
         raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}",

@@ -44,7 +44,9 @@ def build_config(recipe: ServeRecipe) -> ServerConfig:
         path = Path(recipe.api_keys_file)
         if not path.is_file():
             raise RecipeError(f"api_keys_file: no such file {path}")
-        keys += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        # A comment may be indented: an indented "# old key" once became a valid key.
+        keys += [key for key in (line.strip() for line in path.read_text().splitlines())
+                 if key and not key.startswith("#")]
     tools = {CALCULATOR.name: CALCULATOR}
     for tool in load_entry_point_tools() + [t for f in recipe.tools for t in load_tools_yaml(f)]:
         tools[tool.name] = tool
