@@ -66,15 +66,19 @@ def prompt_ids(engine: Engine, messages: list[dict]) -> list[int]:
 
 
 async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool,
-                 json_schema: dict | None = None):
+                 json_schema: dict | None = None, max_tokens: int | None = None, started: float | None = None):
     """Generate one assistant reply; with `calculator`, complete each `<<EXPR=` annotation exactly on the way
     (`seedbed.inference.annotations`, the loop `seedbed eval --tools calculator` runs too); with `json_schema`, the
-    reply is JSON the schema accepts."""
-    prompt = prompt_ids(engine, messages)
+    reply is JSON the schema accepts. Every round shares one time limit, counted from `started` (default: now),
+    and at most `max_tokens` (default: the body's) completion tokens."""
+    prompt = await asyncio.to_thread(prompt_ids, engine, messages)  # templating and tokenizing: off the event loop
+    started = started or time.monotonic()
     reply, total = AnnotatedAnswer(prompt, engine.tokenizer, calculator), None
     while not reply.done:
-        request = new_request(config, engine, reply.next_ids(), body, body.max_completion_tokens or body.max_tokens,
+        request = new_request(config, engine, reply.next_ids(), body,
+                              max_tokens or body.max_completion_tokens or body.max_tokens,
                               stop_when=reply.stop_when(), json_schema=json_schema)
+        request.started = started  # each calculator round is part of one request, under one time limit
         request.max_tokens = reply.budget(request.max_tokens)
         reply.take(await complete_within_limits(engine, request, config, http), request.finish_reason,
                    request.completion_tokens)
@@ -87,11 +91,12 @@ async def answer(config: ServerConfig, engine: Engine, messages: list[dict], bod
 async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics: ServerMetrics):
     engine = find_engine(config, body.model)
     messages = plain_messages(body)
+    # Off the event loop, as templating and tokenizing are: both embed the question and search.
     if body.model in config.fewshot:
-        messages = config.fewshot[body.model].apply(messages)
+        messages = await asyncio.to_thread(config.fewshot[body.model].apply, messages)
     citations = None
     if body.model in config.rag:
-        messages, citations = ground(config.rag[body.model], messages)
+        messages, citations = await asyncio.to_thread(ground, config.rag[body.model], messages)
     declared = []
     if body.tools and body.tool_choice != "none":
         try:
@@ -106,7 +111,7 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     chunks = Chunks("chat.completion.chunk", body.model)
 
     if not declared and body.stream:
-        request = new_request(config, engine, prompt_ids(engine, messages), body,
+        request = new_request(config, engine, await asyncio.to_thread(prompt_ids, engine, messages), body,
                               body.max_completion_tokens or body.max_tokens, json_schema=json_schema)
         return sse_response(chat_stream(engine, request, body, metrics, citations, chunks))
 
@@ -137,24 +142,42 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     return response
 
 
-async def with_tools(config, engine, messages, body, http, declared, server_side) -> tuple[str, list]:
-    """Generate with the tools described to the model; run server-side tools in a bounded loop."""
-    calculator = "calculator" in server_side
-    prompt = [{"role": "system", "content": tools_system_prompt(declared)}, *messages]
-    requests, loop = [], asyncio.get_running_loop()
+class ToolBudgetSpent(Exception):
+    """The completion tokens the request allowed are spent: no further round."""
 
-    def reply(conversation: list[dict]) -> str:  # runs in a worker thread inside run_tool_loop
-        future = asyncio.run_coroutine_threadsafe(
-            answer(config, engine, messages_for_template(conversation), body, http, calculator), loop)
-        text, request = future.result()
-        requests.append(request)
+
+async def with_tools(config, engine, messages, body, http, declared, server_side) -> tuple[str, list]:
+    """Generate with the tools described to the model; run server-side tools in a bounded loop.
+
+    The whole loop is one request: one time limit from its start, and at most max_tokens completion tokens over
+    all its replies (they were per reply: up to 5 replies of 17 calculator rounds each, each with the full
+    allowance). A tool the server runs is described with the server's own description and schema, whatever the
+    client's declaration of that name said.
+    """
+    calculator = "calculator" in server_side
+    described = [server_side.get(t.name, t) for t in declared]
+    prompt = [{"role": "system", "content": tools_system_prompt(described)}, *messages]
+    started = time.monotonic()
+    requests, left = [], [body.max_completion_tokens or body.max_tokens
+                          or min(config.limits.default_max_tokens, config.limits.max_tokens)]
+
+    async def reply(conversation: list[dict]) -> str:
+        if left[0] <= 0:
+            raise ToolBudgetSpent
+        text, request = await answer(config, engine, messages_for_template(conversation), body, http, calculator,
+                                     max_tokens=left[0], started=started)
+        left[0] -= request.completion_tokens
+        requests.append((text, request))
         return text
 
-    if server_side:
-        text, _ = await asyncio.to_thread(run_tool_loop, reply, prompt, server_side, MAX_TOOL_STEPS)
-    else:
-        text = await asyncio.to_thread(reply, prompt)
-    return text, requests
+    try:
+        if server_side:
+            text, _ = await run_tool_loop(reply, prompt, server_side, MAX_TOOL_STEPS)
+        else:
+            text = await reply(prompt)
+    except ToolBudgetSpent:
+        text = requests[-1][0]
+    return text, [request for _, request in requests]
 
 
 async def chat_stream(engine: Engine, request, body, metrics: ServerMetrics, citations, chunks: Chunks):
