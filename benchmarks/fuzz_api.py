@@ -3,7 +3,8 @@
     python benchmarks/fuzz_api.py --max-examples 100
 
 Serves a freshly built tiny Llama (so each generated request is cheap) on a localhost port with an API key and
-tight limits, then runs `schemathesis run` with the `not_a_server_error` check over every operation.
+tight limits, then runs `schemathesis run` with the `not_a_server_error` check over every operation, in every
+phase (examples, coverage, fuzzing, stateful) with positive and negative data.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ def main() -> None:
 
     import uvicorn
 
+    from seedbed.inference import load
     from seedbed.serve.app import Limits, ServerConfig, create_app
     from seedbed.serve.engine import Engine
     from seedbed.serve.tools import CALCULATOR
     from seedbed.tiny import build_tiny_llama
 
     model = build_tiny_llama(tempfile.mkdtemp() + "/tiny")
-    config = ServerConfig({"tiny": Engine("tiny", str(model))}, api_keys=["fuzz"], tools={"calculator": CALCULATOR},
-                          limits=Limits(max_prompt_tokens=256, max_tokens=16, default_max_tokens=8))
+    config = ServerConfig({"tiny": Engine("tiny", load(str(model)))}, api_keys=["fuzz"],
+                          tools={"calculator": CALCULATOR}, limits=Limits(max_prompt_tokens=256, max_tokens=16, default_max_tokens=8))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -41,7 +43,9 @@ def main() -> None:
         time.sleep(0.05)
     cmd = ["schemathesis", "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "not_a_server_error",
            "--max-examples", str(args.max_examples), "--header", "Authorization: Bearer fuzz",
-           "--request-timeout", "60", "--generation-deterministic"]
+           "--request-timeout", "60", "--generation-deterministic",
+           # every phase (stateful included) and both modes: valid data, and data the schema forbids
+           "--phases", "examples,coverage,fuzzing,stateful", "--mode", "all"]
     print("+", " ".join(cmd), flush=True)
     code = subprocess.run(cmd).returncode
     server.should_exit = True

@@ -226,3 +226,12 @@ def test_an_untrained_end_of_turn_row_is_named_and_restarted(data, tmp_path):
     after = load_file(str(out / "model.safetensors"))
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         assert not torch.equal(after[name][end], after[name][unused]), name
+
+
+def test_an_api_key_never_goes_to_another_machine_over_plain_http(teacher, data, tmp_path, monkeypatch):
+    """--teacher-url http://elsewhere with OPENAI_API_KEY set sent the key readable across the network."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    examples = [e for e in read_examples([str(data)]).examples if e.is_chat][:1]
+    recipe = quick_recipe(teacher, data, tmp_path, mode="sequence", teacher_url="http://192.0.2.1:9/v1")
+    with pytest.raises(RecipeError, match="plain HTTP to another machine"):
+        teacher_answers(recipe, examples, tmp_path)

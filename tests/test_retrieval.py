@@ -325,3 +325,20 @@ def test_served_answer_cites_the_indexed_document(docs, tmp_path, tiny_model):
         assert bad.status_code == 400 and "error" in bad.json()
     finally:
         server.should_exit = True
+
+
+def test_links_out_of_the_tree_are_not_indexed_and_huge_files_are_refused(tmp_path, monkeypatch):
+    from seedbed.retrieval import documents
+
+    secret = tmp_path / "home" / "credentials.txt"
+    secret.parent.mkdir()
+    secret.write_text("aws_secret_access_key = hunter2")
+    tree = tmp_path / "docs"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "guide.md").write_text("How to water seedlings.")
+    (tree / "sub" / "creds.txt").symlink_to(secret)  # a link leaving the tree
+    (tree / "alias.md").symlink_to(tree / "guide.md")  # a link inside it stays
+    assert sorted(d.text for d in read_documents([str(tree)])) == ["How to water seedlings."] * 2
+    monkeypatch.setattr(documents, "MAX_FILE_BYTES", 10)
+    with pytest.raises(DocumentError, match=r"\.md: 23 bytes; files over 10 bytes"):
+        read_documents([str(tree)])

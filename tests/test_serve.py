@@ -208,7 +208,7 @@ def test_api_keys_file(tmp_path, tiny_model):
     from seedbed.serve.server import build_config
 
     keys = tmp_path / "keys"
-    keys.write_text("# team keys\nsk-one\nsk-two\n")
+    keys.write_text("# team keys\nsk-one\n   # sk-retired (an indented comment is a comment)\n\tsk-two\n")
     config = build_config(ServeRecipe(model=[f"tiny={tiny_model}"], api_keys_file=str(keys), api_key=["sk-cli"]))
     assert config.api_keys == ["sk-cli", "sk-one", "sk-two"] and "calculator" in config.tools
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib.metadata import EntryPoint
 
@@ -18,6 +20,14 @@ from seedbed.serve.tools import (
 )
 
 CALL_ID = re.compile(r"call_[0-9a-f]{24}")
+
+
+def loop(generate_reply, messages, tools, **kwargs):
+    """`run_tool_loop` with a plain function as the model."""
+    async def ask(conversation):
+        return generate_reply(conversation)
+
+    return asyncio.run(run_tool_loop(ask, messages, tools, **kwargs))
 
 
 def _block(name: str, arguments: dict) -> str:
@@ -62,8 +72,18 @@ class _Endpoint(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append((self.path, self.headers["Content-Type"], body))
+        if self.path == "/trickle":  # one byte at a time, each well inside httpx's per-read timeout
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(40):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+            return
         if self.path == "/result":
             status, reply = 200, json.dumps({"result": f"order {body['id']} shipped"})
+        elif self.path == "/big":
+            status, reply = 200, "y" * (tools_module.MAX_TOOL_REPLY_BYTES + 1)
         else:
             status, reply = (200, "plain answer") if self.path == "/text" else (500, "broken")
         self.send_response(status)
@@ -111,7 +131,7 @@ def test_yaml_tools_post_their_arguments(tmp_path, endpoint):
 
     # An HTTP error is a tool failure, which the loop hands to the model as an error result.
     script = iter([_block("broken", {})])
-    final, appended = run_tool_loop(lambda m: next(script, "gave up"), [], {"broken": broken})
+    final, appended = loop(lambda m: next(script, "gave up"), [], {"broken": broken})
     assert final == "gave up" and appended[1]["content"].startswith("error:") and "500" in appended[1]["content"]
 
 
@@ -195,7 +215,7 @@ def test_tool_loop_answers_with_the_tool_result():
         return f"12 times 7 is {results[-1]}."
 
     question = [{"role": "user", "content": "What is 12 times 7?"}]
-    final, appended = run_tool_loop(generate_reply, question, {"calculator": CALCULATOR})
+    final, appended = loop(generate_reply, question, {"calculator": CALCULATOR})
     assert final == "12 times 7 is 84." and len(seen) == 2 and question == [seen[0][0]]
     turn, result = appended
     call = turn["tool_calls"][0]
@@ -209,7 +229,7 @@ def test_tool_loop_answers_with_the_tool_result():
 def test_tool_loop_is_bounded():
     asked = []
     call = _block("calculator", {"expression": "1+1"})
-    final, appended = run_tool_loop(lambda m: asked.append(m) or call, [], {"calculator": CALCULATOR}, max_steps=3)
+    final, appended = loop(lambda m: asked.append(m) or call, [], {"calculator": CALCULATOR}, max_steps=3)
     assert len(asked) == 4 and final == call  # 3 rounds of tools, then the last reply as it is
     assert [m["role"] for m in appended] == ["assistant", "tool"] * 3
 
@@ -221,7 +241,7 @@ def test_tool_failures_become_error_results():
     tools = {"calculator": CALCULATOR, "explode": Tool("explode", "", {"type": "object"}, run=explode)}
     script = iter([_block("calculator", {"expression": "1/0"}) + _block("explode", {})
                    + _block("calculator", {}) + '<tool_call>{"name": "calculator", "arguments": "1+1"}</tool_call>'])
-    final, appended = run_tool_loop(lambda m: next(script, "done"), [], tools)
+    final, appended = loop(lambda m: next(script, "done"), [], tools)
     assert final == "done" and len(appended[0]["tool_calls"]) == 4
     errors = [m["content"] for m in appended[1:]]
     assert errors[0] == "error: division by zero" and errors[1] == "error: disk on fire"
@@ -233,9 +253,9 @@ def test_client_side_or_unknown_tools_end_the_loop():
     for reply in (_block("get_weather", {"city": "Tallinn"}),
                   _block("calculator", {"expression": "1"}) + _block("get_weather", {}),
                   _block("unknown", {})):
-        final, appended = run_tool_loop(lambda m: reply, [], {"calculator": CALCULATOR, "get_weather": weather})
+        final, appended = loop(lambda m: reply, [], {"calculator": CALCULATOR, "get_weather": weather})
         assert final == reply and appended == []
-    assert run_tool_loop(lambda m: "plain answer", [], {"calculator": CALCULATOR}) == ("plain answer", [])
+    assert loop(lambda m: "plain answer", [], {"calculator": CALCULATOR}) == ("plain answer", [])
 
 
 def test_messages_for_template():
@@ -268,3 +288,31 @@ def test_messages_for_template():
 
 def test_docstring_examples():
     assert doctest.testmod(tools_module).failed == 0
+
+
+def test_http_tool_replies_are_bounded_in_size_and_time(tmp_path, endpoint, monkeypatch):
+    """A reply past the size cap, or one trickling past the deadline (each read inside httpx's timeout), is an
+    error result for the model; neither holds the server's thread for longer than the deadline."""
+    monkeypatch.setattr(tools_module, "HTTP_TIMEOUT_S", 1)
+    path = tmp_path / "tools.yaml"
+    path.write_text(f"- {{name: big, endpoint: {endpoint}/big}}\n- {{name: slow, endpoint: {endpoint}/trickle}}\n")
+    big, slow = load_tools_yaml(path)
+    script = iter([_block("big", {}) + _block("slow", {})])
+    started = time.monotonic()
+    _, appended = loop(lambda m: next(script, "done"), [], {"big": big, "slow": slow})
+    assert time.monotonic() - started < 3.5  # the trickle alone takes 4 s
+    assert "over 100000 bytes" in appended[1]["content"] and "took over 1 s" in appended[2]["content"]
+
+
+def test_arguments_the_schema_refuses_never_reach_the_tool():
+    ran = []
+    lookup = Tool("lookup", "", {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"],
+                                 "additionalProperties": False}, run=lambda arguments: ran.append(arguments) or "ok")
+    script = iter([_block("lookup", {"id": "../../etc"}) + _block("lookup", {"id": 3, "url": "http://evil"})
+                   + _block("lookup", {"id": 3})])
+    _, appended = loop(lambda m: next(script, "done"), [], {"lookup": lookup})
+    results = [m["content"] for m in appended[1:]]
+    assert results[0].startswith("error: arguments do not fit lookup's schema: id:") and "integer" in results[0]
+    assert results[1].startswith("error: arguments do not fit") and "url" in results[1]
+    assert results[2] == "ok" and ran == [{"id": 3}]
+

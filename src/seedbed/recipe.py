@@ -288,6 +288,9 @@ class ServeRecipe(EngineArgs):
     max_tokens: int = Field(2048, ge=1, description="Most completion tokens a request may ask for.")
     default_max_tokens: int = Field(512, ge=1, description="Completion tokens when a chat request gives none.")
     max_body_bytes: int = Field(1_000_000, ge=1, description="Largest request body.")
+    # Not OpenAI's 4: lm-eval's local-completions sends a task's whole `until` list plus the end of text, often
+    # more than 4. Scanning is linear in the stops' length (inference/stops.py), so 16 of 1000 characters is cheap.
+    max_stops: int = Field(16, ge=1, le=64, description="Most stop strings one request may give.")
     request_timeout_s: float = Field(300.0, gt=0, description="Longest a request may run.")
     log_content: bool = Field(False, description="Log prompts and completions (off: they never reach the logs).")
 

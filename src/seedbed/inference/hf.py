@@ -127,8 +127,13 @@ class TorchBackend:
             mask_logits(logits, constrained, [rows[k].constraint for k in constrained])
         keep = []
         for k, row in enumerate(rows):
-            token = sample(logits[k], row.request.temperature, row.request.top_p, row.generator)
-            if not self.advance(row.request, row.tracker, token, row.constraint):
+            try:
+                token = sample(logits[k], row.request.temperature, row.request.top_p, row.generator)
+                done = self.advance(row.request, row.tracker, token, row.constraint)
+            except Exception as error:  # this row's own failure (its settings, its stop_when): not its batch's
+                row.request.fail(error)
+                continue
+            if not done:
                 row.next_id = token
                 keep.append(k)
         return out.past_key_values, keep

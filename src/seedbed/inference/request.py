@@ -2,8 +2,9 @@
 
 Both backends decode lists of these; whoever submits one (the server's engine, `generate`, `eval`) says where
 its text goes by setting `on_piece` and `on_end`. The backend calls `emit(piece)` as text becomes safe to show and
-`end(reason)` once, when the row is done ("stop", "length" or "cancelled"); whoever runs the backend calls
-`fail(error)` on the requests a backend failure left unfinished.
+`end(reason)` once, when the row is done ("stop", "length" or "cancelled"); a backend calls `fail(error)` on a
+row that failed alone (its sampling settings, its `stop_when`), and whoever runs the backend calls it on the
+requests a failure of the whole batch left unfinished. With no `on_error` set, `fail` raises the error.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from typing import Callable
 from seedbed.inference.stops import Sampling, stop_strings
 
 
+GREEDY_BELOW = 1e-5  # temperatures under this decode greedily
+
+
 def _ignore(*_args) -> None:
     return None
+
+
+def _reraise(error: BaseException) -> None:
+    raise error  # no one to hand a failed row to (generate, eval): the error ends the whole decode, as it always did
 
 
 @dataclass
@@ -37,7 +45,7 @@ class Request:
     frequency_penalty: float = 0.0  # subtracted once per time a token was generated so far
     on_piece: Callable[[str], None] = _ignore
     on_end: Callable[[], None] = _ignore
-    on_error: Callable[[BaseException], None] = _ignore  # the backend failed before the request ended
+    on_error: Callable[[BaseException], None] = _reraise  # the backend failed before the request ended
     # Filled in while decoding:
     text: str = ""
     tokens: list[int] = field(default_factory=list)  # the sampled ids, in order (what logprobs score)
@@ -45,6 +53,12 @@ class Request:
     finish_reason: str | None = None
     cancelled: bool = False
     started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self):
+        # Below this, logits / temperature overflow (1e-40 gives inf, then NaN probabilities) and the answer is the
+        # greedy one anyway: decode greedily, as vLLM does under its _SAMPLING_EPS (1e-5).
+        if self.temperature < GREEDY_BELOW:
+            self.temperature = 0.0
 
     @classmethod
     def from_sampling(cls, prompt_ids: list[int], sampling: Sampling, tokenizer) -> "Request":

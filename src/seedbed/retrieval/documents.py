@@ -15,6 +15,7 @@ from pathlib import Path
 from seedbed.errors import RetrievalError
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl", ".pdf")
+MAX_FILE_BYTES = 100_000_000  # one file read whole into memory
 TEXT_FIELDS = ("text", "content")  # looked up in this order in a JSONL record
 
 
@@ -43,8 +44,11 @@ def find_files(paths: list[str]) -> list[Path]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
+            root = path.resolve()
             found = (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-            files.update((p, None) for p in sorted(found) if not _hidden(p.relative_to(path)))
+            # A link may point anywhere (~/.aws/credentials); what a folder's files are is what lies inside it.
+            files.update((p, None) for p in sorted(found)
+                         if not _hidden(p.relative_to(path)) and p.resolve().is_relative_to(root))
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
                 raise DocumentError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
@@ -62,6 +66,9 @@ def read_file(path: Path) -> list[Document]:
     [Document(source='notes.md', text='# Notes ...', path='notes.md')]
     """
     suffix = path.suffix.lower()
+    if (size := path.stat().st_size) > MAX_FILE_BYTES:  # read whole: a 40 GB log would exhaust memory first
+        raise DocumentError(f"{path}: {size} bytes; files over {MAX_FILE_BYTES} bytes are not indexed "
+                            "(split it, or leave it out)")
     if suffix == ".pdf":
         return [Document(str(path), _pdf_text(path))]
     try:

@@ -52,3 +52,12 @@ class Embedder:
         vectors = load_model().encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                       convert_to_numpy=True, show_progress_bar=False)
         return vectors.astype(np.float32, copy=False)  # (n, 384), unit length
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Word pieces each text is, special tokens included: what the model reads (at most `max_tokens` of it)."""
+        return [len(ids) for ids in load_model().tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the model reads whole (256 word pieces for MiniLM); sentence-transformers cuts the rest."""
+        return load_model().max_seq_length

@@ -50,7 +50,7 @@ def plain_messages(body) -> list[dict]:
     for m in body.messages:
         message = {"role": "system" if m.role == "developer" else m.role, "content": content_text(m)}
         if m.tool_calls:
-            message["tool_calls"] = m.tool_calls
+            message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
         if m.tool_call_id:
             message["tool_call_id"] = m.tool_call_id
         out.append(message)
@@ -66,19 +66,24 @@ def prompt_ids(engine: Engine, messages: list[dict]) -> list[int]:
 
 
 async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool,
-                 json_schema: dict | None = None, choice: int = 0, prefill: str = ""):
+                 json_schema: dict | None = None, choice: int = 0, prefill: str = "", max_tokens: int | None = None,
+                 started: float | None = None):
     """Generate one assistant reply (choice `choice` of `n`: its seed); with `calculator`, complete each `<<EXPR=`
     annotation exactly on the way (`seedbed.inference.annotations`, the loop `seedbed eval --tools calculator` runs
     too); with `json_schema`, the reply is JSON the schema accepts; `prefill` starts the reply (and is part of
-    the returned text)."""
-    prompt = prompt_ids(engine, messages)
+    the returned text). Every round shares one time limit, counted from `started` (default: now), and at most
+    `max_tokens` (default: the body's) completion tokens."""
+    prompt = await asyncio.to_thread(prompt_ids, engine, messages)  # templating and tokenizing: off the event loop
+    started = started or time.monotonic()
     if prefill:
         prompt = prompt + engine.tokenizer(prefill, add_special_tokens=False)["input_ids"]
     reply, total = AnnotatedAnswer(prompt, engine.tokenizer, calculator), None
     while not reply.done:
-        request = new_request(config, engine, reply.next_ids(), body, body.max_completion_tokens or body.max_tokens,
+        request = new_request(config, engine, reply.next_ids(), body,
+                              max_tokens or body.max_completion_tokens or body.max_tokens,
                               stop_when=reply.stop_when(), json_schema=json_schema)
         request.seed = choice_seed(body, choice)
+        request.started = started  # each calculator round is part of one request, under one time limit
         request.max_tokens = reply.budget(request.max_tokens)
         reply.take(await complete_within_limits(engine, request, config, http), request.finish_reason,
                    request.completion_tokens)
@@ -92,10 +97,11 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     engine = find_engine(config, body.model)
     messages = plain_messages(body)
     if body.model in config.fewshot:
-        messages = config.fewshot[body.model].apply(messages)
+        # Off the event loop, as templating and tokenizing are: both embed the question and search.
+        messages = await asyncio.to_thread(config.fewshot[body.model].apply, messages)
     citations = None
     if body.model in config.rag:
-        messages, citations = ground(config.rag[body.model], messages)
+        messages, citations = await asyncio.to_thread(ground, config.rag[body.model], messages)
     declared = []
     if body.tools and body.tool_choice != "none":
         try:
@@ -116,9 +122,9 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     chunks = Chunks("chat.completion.chunk", body.model)
 
     if not declared and body.stream:
-        requests = [new_request(config, engine, prompt_ids(engine, messages), body,
-                                body.max_completion_tokens or body.max_tokens, json_schema=json_schema)
-                    for _ in range(body.n)]
+        prompt = await asyncio.to_thread(prompt_ids, engine, messages)
+        requests = [new_request(config, engine, prompt, body, body.max_completion_tokens or body.max_tokens,
+                                json_schema=json_schema) for _ in range(body.n)]
         for j, r in enumerate(requests):
             r.seed = choice_seed(body, j)
         return sse_response(chat_stream(engine, requests, body, metrics, citations, chunks))
@@ -174,30 +180,48 @@ def forced_call(declared: list, forced: str) -> tuple[str, dict, str]:
     return "<tool_call>", {"anyOf": options}, "</tool_call>"
 
 
+class ToolBudgetSpent(Exception):
+    """The completion tokens the request allowed are spent: no further round."""
+
+
 async def with_tools(config, engine, messages, body, http, declared, server_side, choice: int = 0
                      ) -> tuple[str, list]:
     """Generate with the tools described to the model; run server-side tools in a bounded loop. Under
-    tool_choice "required" or a named tool, the model's first turn is a call (`forced_call`)."""
-    calculator = "calculator" in server_side
-    prompt = [{"role": "system", "content": tools_system_prompt(declared)}, *messages]
-    requests, loop = [], asyncio.get_running_loop()
-    forced = body.forced_tool()
+    tool_choice "required" or a named tool, the model's first turn is a call (`forced_call`).
 
-    def reply(conversation: list[dict]) -> str:  # runs in a worker thread inside run_tool_loop
-        prefill, schema, close = forced_call(declared, forced) if forced and not requests else ("", None, "")
-        future = asyncio.run_coroutine_threadsafe(
-            answer(config, engine, messages_for_template(conversation), body, http, calculator and not schema,
-                   json_schema=schema, choice=choice, prefill=prefill), loop)
-        text, request = future.result()
+    The whole loop is one request: one time limit from its start, and at most max_tokens completion tokens over
+    all its replies (they were per reply: up to 5 replies of 17 calculator rounds each, each with the full
+    allowance). A tool the server runs is described with the server's own description and schema, whatever the
+    client's declaration of that name said.
+    """
+    calculator = "calculator" in server_side
+    described = [server_side.get(t.name, t) for t in declared]
+    prompt = [{"role": "system", "content": tools_system_prompt(described)}, *messages]
+    started = time.monotonic()
+    forced = body.forced_tool()
+    requests, left = [], [body.max_completion_tokens or body.max_tokens
+                          or min(config.limits.default_max_tokens, config.limits.max_tokens)]
+
+    async def reply(conversation: list[dict]) -> str:
+        if left[0] <= 0:
+            raise ToolBudgetSpent
+        prefill, schema, close = forced_call(described, forced) if forced and not requests else ("", None, "")
+        text, request = await answer(config, engine, messages_for_template(conversation), body, http,
+                                     calculator and not schema, json_schema=schema, choice=choice, prefill=prefill,
+                                     max_tokens=left[0], started=started)
         text += close if request.finish_reason == "stop" else ""  # a call cut short by max_tokens is no call
-        requests.append(request)
+        left[0] -= request.completion_tokens
+        requests.append((text, request))
         return text
 
-    if server_side:
-        text, _ = await asyncio.to_thread(run_tool_loop, reply, prompt, server_side, MAX_TOOL_STEPS)
-    else:
-        text = await asyncio.to_thread(reply, prompt)
-    return text, requests
+    try:
+        if server_side:
+            text, _ = await run_tool_loop(reply, prompt, server_side, MAX_TOOL_STEPS)
+        else:
+            text = await reply(prompt)
+    except ToolBudgetSpent:
+        text = requests[-1][0]
+    return text, [request for _, request in requests]
 
 
 async def chat_stream(engine: Engine, requests: list, body, metrics: ServerMetrics, citations, chunks: Chunks):

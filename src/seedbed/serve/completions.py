@@ -28,7 +28,7 @@ from seedbed.serve.schemas import CompletionRequest
 
 async def text_completion(config: ServerConfig, body: CompletionRequest, http: HTTPRequest, metrics: ServerMetrics):
     engine = find_engine(config, body.model)
-    prompts = prompt_list(config, engine, body)
+    prompts = await asyncio.to_thread(prompt_list, config, engine, body)  # tokenizing up to a megabyte: off the loop
     if body.max_tokens == 0 and not body.echo:
         raise APIError(400, "max_tokens 0 asks for no completion: add echo: true to score the prompt",
                        param="max_tokens")

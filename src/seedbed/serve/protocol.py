@@ -31,6 +31,10 @@ class Limits:
     request_timeout_s: float = 300.0
     max_prompts: int = 64  # prompts in one /v1/completions request (lm-eval batches several per request)
     max_batch_tokens: int = 65_536  # their tokens together, completions' max_tokens included
+    max_stops: int = 16  # stop strings in one request (ServeRecipe.max_stops says why not OpenAI's 4)
+    max_stop_chars: int = 1000  # characters in one stop string (each is held back while it may still match)
+    max_embedding_inputs: int = 2048  # texts in one /v1/embeddings request: OpenAI's limit
+    max_embedding_tokens: int = 32_768  # their word pieces together
 
 
 @dataclass
@@ -84,6 +88,11 @@ def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_
     if len(ids) > limits.max_prompt_tokens:
         raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most {limits.max_prompt_tokens}",
                        param="messages" if hasattr(body, "messages") else "prompt", code="context_length_exceeded")
+    if len(ids) >= engine.max_context:  # past its context a model reads out of range (IndexError; on CUDA a device
+        # assert that breaks every later request), whatever the server's own prompt limit says
+        raise APIError(400, f"the prompt has {len(ids)} tokens; model '{engine.name}' reads at most "
+                       f"{engine.max_context} (its context) and must have room to answer",
+                       param="messages" if hasattr(body, "messages") else "prompt", code="context_length_exceeded")
     max_tokens = max_tokens or min(limits.default_max_tokens, limits.max_tokens)
     if max_tokens > limits.max_tokens:
         raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}",
@@ -94,7 +103,7 @@ def new_request(config: ServerConfig, engine: Engine, ids: list[int], body, max_
         raise APIError(400, f"logit_bias: token {bad[0]} is not in this model's vocabulary (0..{vocab - 1})",
                        param="logit_bias")
     return Request(ids, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                   stop=body.stop_list(), seed=body.seed, logit_bias=bias, presence_penalty=body.presence_penalty,
+                   stop=checked_stops(limits, body.stop_list()), seed=body.seed, logit_bias=bias, presence_penalty=body.presence_penalty,
                    frequency_penalty=body.frequency_penalty, **extra)
 
 
@@ -102,6 +111,16 @@ def choice_seed(body, j: int) -> int | None:
     """The seed of choice `j` of `n`: the body's seed for the first, then the next ones (reproducible, and the
     choices differ when sampled); None without a seed."""
     return None if body.seed is None else (body.seed + j) % 2**63
+
+
+def checked_stops(limits: Limits, stops: list[str]) -> list[str]:
+    """`stops` if within the server's limits (how many, how long), else a 400 naming `stop`."""
+    if len(stops) > limits.max_stops:
+        raise APIError(400, f"{len(stops)} stop strings; this server takes at most {limits.max_stops}", param="stop")
+    if (longest := max((len(s) for s in stops), default=0)) > limits.max_stop_chars:
+        raise APIError(400, f"a stop string of {longest} characters; this server takes at most "
+                       f"{limits.max_stop_chars}", param="stop")
+    return stops
 
 
 async def response_schema(engine: Engine, body) -> dict | None:

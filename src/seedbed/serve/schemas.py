@@ -20,11 +20,28 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FunctionCall(Body):
+    """The function of a prior assistant turn's tool call. OpenAI sends `arguments` as JSON text; an object is
+    taken too."""
+
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str | dict[str, Any] = "{}"
+
+
+class ToolCallEntry(Body):
+    """One entry of a prior assistant turn's `tool_calls`: checked here, so a malformed history is a 400 naming
+    the field (a `function` that was a string or a number reached the template code and was a 500)."""
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallEntry] | None = None
     tool_call_id: str | None = None
     # What the SDK's own reply message carries, so that `messages.append(reply.model_dump())` works; only empty.
     refusal: None = None

@@ -44,7 +44,9 @@ def build_config(recipe: ServeRecipe) -> ServerConfig:
         path = Path(recipe.api_keys_file)
         if not path.is_file():
             raise RecipeError(f"api_keys_file: no such file {path}")
-        keys += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        # A comment may be indented: an indented "# old key" once became a valid key.
+        keys += [key for key in (line.strip() for line in path.read_text().splitlines())
+                 if key and not key.startswith("#")]
     tools = {CALCULATOR.name: CALCULATOR}
     for tool in load_entry_point_tools() + [t for f in recipe.tools for t in load_tools_yaml(f)]:
         tools[tool.name] = tool
@@ -64,8 +66,9 @@ def build_config(recipe: ServeRecipe) -> ServerConfig:
     engines = {name: Engine(name, load(path, recipe.engine, recipe.threads), max_batch=recipe.max_batch,
                             batch_window_ms=recipe.batch_window_ms, max_queue=recipe.max_queue)
                for name, path in models.items()}
-    limits = Limits(recipe.max_prompt_tokens, recipe.max_tokens, recipe.default_max_tokens, recipe.max_body_bytes,
-                    recipe.request_timeout_s)
+    limits = Limits(max_prompt_tokens=recipe.max_prompt_tokens, max_tokens=recipe.max_tokens,
+                    default_max_tokens=recipe.default_max_tokens, max_body_bytes=recipe.max_body_bytes,
+                    request_timeout_s=recipe.request_timeout_s, max_stops=recipe.max_stops)
     return ServerConfig(engines, keys, limits, tools, rag, fewshot, recipe.log_content)
 
 

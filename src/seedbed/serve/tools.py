@@ -18,7 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 import yaml
 
@@ -27,7 +27,8 @@ from seedbed.inference.calculator import calculate
 
 NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names
 CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
-HTTP_TIMEOUT_S = 10
+HTTP_TIMEOUT_S = 10  # the whole of one HTTP tool call: connecting, and reading however slowly the reply trickles
+MAX_TOOL_REPLY_BYTES = 100_000  # an HTTP tool's reply; past it the call is an error (the model reads it all)
 EMPTY_SCHEMA = {"type": "object", "properties": {}}
 
 
@@ -138,18 +139,30 @@ def load_tools_yaml(path: str | Path) -> list[Tool]:
 
 def _http_runner(endpoint: str) -> Callable[[dict], str]:
     def run(arguments: dict) -> str:
+        import time
+
         import httpx
 
-        reply = httpx.post(endpoint, json=arguments, timeout=HTTP_TIMEOUT_S)
-        reply.raise_for_status()  # an HTTP error becomes the tool's 'error: ...' result in run_tool_loop
+        # httpx's timeout bounds each read, not the reply: one byte every 9 s never timed out. So the reply is read
+        # in pieces against one deadline and one size cap.
+        deadline, body = time.monotonic() + HTTP_TIMEOUT_S, bytearray()
+        with httpx.stream("POST", endpoint, json=arguments, timeout=HTTP_TIMEOUT_S) as reply:
+            reply.raise_for_status()  # an HTTP error becomes the tool's 'error: ...' result in run_tool_loop
+            for piece in reply.iter_bytes():
+                body += piece
+                if len(body) > MAX_TOOL_REPLY_BYTES:
+                    raise ToolError(f"the tool's reply is over {MAX_TOOL_REPLY_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise ToolError(f"the tool took over {HTTP_TIMEOUT_S} s to reply")
+        text = body.decode(reply.encoding or "utf-8", errors="replace")
         try:
-            body = reply.json()
+            data = json.loads(text)
         except ValueError:
-            return reply.text
-        if isinstance(body, dict) and "result" in body:
-            result = body["result"]
+            return text
+        if isinstance(data, dict) and "result" in data:
+            result = data["result"]
             return result if isinstance(result, str) else json.dumps(result)
-        return reply.text
+        return text
 
     return run
 
@@ -225,22 +238,28 @@ def _call(payload: str, arguments_required: bool) -> ToolCall | None:
                     arguments if isinstance(arguments, str) else json.dumps(arguments))
 
 
-def run_tool_loop(generate_reply: Callable[[list[dict]], str], messages: list[dict], tools: dict[str, Tool],
-                  max_steps: int = 4) -> tuple[str, list[dict]]:
+async def run_tool_loop(generate_reply: Callable[[list[dict]], Awaitable[str]], messages: list[dict],
+                        tools: dict[str, Tool], max_steps: int = 4) -> tuple[str, list[dict]]:
     """Server-side tool use: while the model's reply calls only tools that have `run`, run them and ask again.
 
     Each round appends the assistant's tool-call turn and one `tool` message per call. At most `max_steps`
-    rounds run (so `generate_reply` is asked at most max_steps + 1 times); then the last reply is returned as it
-    is. A reply that calls a client-side or unknown tool ends the loop too: the caller hands those calls back.
-    Returns (the last reply's text, the messages appended).
+    rounds run (so `generate_reply` is awaited at most max_steps + 1 times); then the last reply is returned as
+    it is. A reply that calls a client-side or unknown tool ends the loop too: the caller hands those calls back.
+    A coroutine, so that a request using tools holds no thread while the model answers (the server's loop ran
+    in a thread of a 6-thread pool: a 7th tool request, and /v1/embeddings, waited for one to finish). Tools run
+    in a thread each (`run_tool`), bounded in time by the tool itself. Returns (the last reply's text, the
+    messages appended).
 
     >>> script = iter(['<tool_call>{"name": "calculator", "arguments": {"expression": "6*7"}}</tool_call>'])
-    >>> ask = [{"role": "user", "content": "6 times 7?"}]
-    >>> run_tool_loop(lambda m: next(script, "It is " + m[-1]["content"]), ask, {"calculator": CALCULATOR})[0]
+    >>> async def ask(m): return next(script, "It is " + m[-1]["content"])
+    >>> import asyncio
+    >>> asyncio.run(run_tool_loop(ask, [{"role": "user", "content": "6 times 7?"}], {"calculator": CALCULATOR}))[0]
     'It is 42'
     """
+    import asyncio
+
     appended: list[dict] = []
-    reply = generate_reply(messages)
+    reply = await generate_reply(messages)
     for _ in range(max_steps):
         content, calls = parse_tool_calls(reply)
         if not calls or any(tools.get(call.name) is None or tools[call.name].run is None for call in calls):
@@ -248,20 +267,39 @@ def run_tool_loop(generate_reply: Callable[[list[dict]], str], messages: list[di
         appended.append({"role": "assistant", "content": content, "tool_calls": [
             {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
             for call in calls]})
-        appended += [{"role": "tool", "tool_call_id": call.id, "name": call.name,
-                      "content": _run(tools[call.name], call)} for call in calls]
-        reply = generate_reply(messages + appended)
+        results = [await asyncio.to_thread(run_tool, tools[call.name], call) for call in calls]
+        appended += [{"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result}
+                     for call, result in zip(calls, results)]
+        reply = await generate_reply(messages + appended)
     return reply, appended
 
 
-def _run(tool: Tool, call: ToolCall) -> str:
+def run_tool(tool: Tool, call: ToolCall) -> str:
+    """The tool's result for `call`, or 'error: ...': arguments that are not a JSON object or that the tool's
+    schema refuses never reach the tool (a model, or a client naming a server tool, may send anything)."""
     try:
         arguments = json.loads(call.arguments or "{}")
         if not isinstance(arguments, dict):
             raise ToolError(f"arguments must be a JSON object, got {call.arguments[:80]}")
+        problem = _schema_problem(tool.parameters, arguments)
+        if problem:
+            raise ToolError(f"arguments do not fit {tool.name}'s schema: {problem}")
         return str(tool.run(arguments))
     except Exception as e:  # a failing tool is information for the model to act on, not a server error
         return f"error: {e}" if str(e) else f"error: {type(e).__name__}"
+
+
+def _schema_problem(schema: dict, arguments: dict) -> str | None:
+    import jsonschema
+
+    try:
+        error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(arguments))
+    except jsonschema.exceptions.SchemaError as e:  # the tool's own schema is broken: say so, run nothing
+        return f"the tool's parameters are not a valid JSON schema ({e.message})"
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path)
+    return f"{where}: {error.message}" if where else error.message
 
 
 def messages_for_template(messages: list[dict]) -> list[dict]:

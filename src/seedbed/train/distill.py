@@ -184,6 +184,29 @@ def _local_teacher(recipe: DistillRecipe, teacher, tokenizer):
                                     batch_size=len(prompts))
 
 
+def key_may_travel(url: str) -> bool:
+    """Whether an API key may be sent to `url`: over HTTPS, or plain HTTP to this machine only.
+
+    >>> key_may_travel("https://api.openai.com/v1"), key_may_travel("http://127.0.0.1:8000/v1")
+    (True, True)
+    >>> key_may_travel("http://teacher.example.com/v1")
+    False
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _served_teacher(recipe: DistillRecipe):
     """Ask an OpenAI-compatible server, several requests at once so that it can batch them.
 
@@ -194,6 +217,10 @@ def _served_teacher(recipe: DistillRecipe):
     base = recipe.teacher_url.rstrip("/")
     base = base if base.endswith("/v1") else base + "/v1"
     key = os.environ.get("SEEDBED_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    if key and not key_may_travel(base):
+        raise RecipeError(f"teacher_url: {base} is plain HTTP to another machine, and an API key is set "
+                          "(SEEDBED_TEACHER_API_KEY or OPENAI_API_KEY): it would cross the network readable. "
+                          "Use https://, a server on this machine, or unset the key")
     client = httpx.Client(timeout=600, headers={"Authorization": f"Bearer {key}"} if key else {})
     name = recipe.teacher_name
     if name is None:
