@@ -156,6 +156,7 @@ class TrainArgs(Stage):
     seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
     resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
     quiet: bool = Field(False, description="No progress bar.")
+    num_processes: int = Field(1, ge=1, description="Train with this many processes (DDP under `accelerate launch`: one per GPU, or gloo on CPUs); a checkpoint resumes under any count.")
     # A seeded subset, not all 817 nor 200: on Gemma 3 270M and 2 CPU cores a question costs ~3.2 s per model
     # (322 CPU-s for 50; BENCHMARKS.md, "Truthfulness and knowledge by likelihood"), and `seedbed demo` (13.7 of
     # its 15 minutes) has ~80 s left for the tuned model and its base. 8 catches a collapse, not a 2-point
@@ -163,7 +164,16 @@ class TrainArgs(Stage):
     truthfulness_questions: int = Field(TRUTHFULNESS_QUESTIONS, ge=0, description="After training, TruthfulQA MC1/MC2 on this many seeded questions for the model and its base, on the model card (0: off).")
 
 
-class FinetuneRecipe(TrainArgs):
+class RunArgs(Stage):
+    """How a training run computes, checkpoints, is tracked and costed: shared by finetune and pretrain."""
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, fp32 on CPU.")
+    save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints.")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: a local file store, ./mlruns).")
+    cost_per_hour: float | None = Field(None, ge=0, description="USD per machine-hour for the cost estimate (default by device).")
+
+
+class FinetuneRecipe(RunArgs, TrainArgs):
     """Instruction fine-tuning of a causal LM (LoRA or full)."""
 
     base: str = Field("gemma-3-270m", description="Base model: 'gemma-3-270m', a local HF directory, a .gguf file or a hub id.")
@@ -180,10 +190,35 @@ class FinetuneRecipe(TrainArgs):
     lr: float = Field(2e-4, gt=0, description="Peak learning rate (2e-4 for LoRA, ~2e-5 for full, as in TRL's docs).")
     packing: bool = Field(False, description="Pack short examples into rows of max_length, with no attention across examples.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, fp32 on CPU.")
-    save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints.")
-    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: a local file store, ./mlruns).")
-    cost_per_hour: float | None = Field(None, ge=0, description="USD per machine-hour for the cost estimate (default by device).")
+
+
+class PretrainRecipe(RunArgs, TrainArgs):
+    """A Llama-style model trained from scratch on your text: a BPE tokenizer learnt from it, then next-token
+    prediction on packed blocks of `max_length` tokens. `seedbed plan --out` writes one sized for a budget."""
+
+    data: list[str] = Field(default_factory=list, description="Text to learn from: .txt/.md files (documents split at blank lines), .jsonl (text_fields of each record), or directories of them.")
+    text_fields: list[str] = Field(default_factory=lambda: ["text"], description="JSONL: the fields joined (one per line) into a record's text; a record with none of them is an error naming its line.")
+    out: str = Field("runs/pretrain", description="Output directory.")
+    tokenizer: str | None = Field(None, description="Use this model's or directory's tokenizer instead of learning one from the data.")
+    vocab_size: int = Field(2048, ge=300, description="Vocabulary of the learnt BPE tokenizer (seedbed plan picks one for the model's size).")
+    # The shape: seedbed plan's `llama_shape` for ~1M parameters (a 4-layer, 128-wide Llama).
+    layers: int = Field(4, ge=1, description="Transformer layers.")
+    hidden_size: int = Field(128, ge=8, description="Model width.")
+    heads: int = Field(4, ge=1, description="Attention heads (hidden_size must divide by it).")
+    kv_heads: int | None = Field(None, ge=1, description="Key/value heads (grouped-query attention); default: as many as heads.")
+    intermediate_size: int | None = Field(None, ge=8, description="MLP width; default 8/3 of hidden_size rounded to 32, as Llama.")
+    # Redefined for pretraining: a global batch (what a step sees whatever the process count), nanoGPT's small-model
+    # schedule (lr 1e-3, weight decay 0.1 as in Llama 2) and context.
+    batch_size: int = Field(16, ge=1, description="Sequences per optimizer step over all processes (each process gets batch_size / num_processes / grad_accum).")
+    max_length: int = Field(256, ge=8, description="Context: tokens per packed training block.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (1e-3 as nanoGPT's small models; lower it for bigger ones).")
+    warmup: float = Field(0.05, ge=0, description="Warmup: a ratio of total steps if < 1, else a step count.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (0.1 as in Llama 2).")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of packed blocks held out for validation when val_data is empty.")
+    samples: int = Field(4, ge=0, description="Text samples generated at the end (printed, in metrics.json and the model card).")
+    sample_tokens: int = Field(48, ge=1, description="Tokens per sample.")
+    sample_prompts: list[str] = Field(default_factory=list, description="Prompts to continue for the samples (default: the first words of held-out documents).")
+    truthfulness_questions: int = Field(0, ge=0, description="TruthfulQA questions for the card (0: off; a model this small answers at chance).")
 
 
 class EngineArgs(Stage):
@@ -393,6 +428,7 @@ class Recipe(Stage):
     data: DataRecipe | None = None
 
     finetune: FinetuneRecipe | None = None
+    pretrain: PretrainRecipe | None = None
     generate: GenerateRecipe | None = None
     eval: EvalRecipe | None = None
     serve: ServeRecipe | None = None

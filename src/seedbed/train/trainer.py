@@ -182,7 +182,12 @@ def answer_only_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or self.args.device.type == "cuda":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return answer_only_loss(model, inputs, num_items_in_batch)
+            loss = answer_only_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                # As Trainer.compute_loss does: num_items_in_batch counts every process's tokens and DDP averages
+                # gradients over processes, so each process's share is scaled back up (else N processes learn 1/N).
+                loss = loss * self.accelerator.num_processes
+            return loss
 
     return SeedbedSFTTrainer
 
