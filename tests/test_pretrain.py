@@ -30,9 +30,10 @@ def pretrained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("pretrain")
     jsonl, _ = corpus(tmp)
-    result = pretrain(PretrainRecipe(data=[str(jsonl)], text_fields=["question", "answer"], out=str(tmp / "lm"),
-                                     max_steps=40, **TINY))
-    return result
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: set up before the per-test isolation in conftest
+        mp.setenv("MLFLOW_TRACKING_URI", f"file:{tmp / 'mlruns'}")
+        return pretrain(PretrainRecipe(data=[str(jsonl)], text_fields=["question", "answer"], out=str(tmp / "lm"),
+                                       max_steps=40, **TINY))
 
 
 def test_loss_falls_and_samples_are_written(pretrained):

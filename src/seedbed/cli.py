@@ -18,7 +18,7 @@ from seedbed.errors import SeedbedError
 from seedbed.quiet import quiet_libraries
 from seedbed.recipe import (
     CompareRecipe, DataRecipe, DemoRecipe, DistillRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, PretrainRecipe,
-    QuantizeRecipe, ServeRecipe,
+    QuantizeRecipe, ServeRecipe, SynthRecipe,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Seedbed: grow your own language model on one machine.")
@@ -35,18 +35,36 @@ def recipe_command(name: str, stage, section: str, default_recipe: str | None = 
     return cli_flags.recipe_command(group or app, name, stage, section, default_recipe, before=quiet_libraries)
 
 
+def relaunched(recipe) -> bool:
+    """With --num-processes N > 1, run this same command under `accelerate launch` instead (seedbed.train.launch)."""
+    import sys
+
+    from seedbed.train.launch import launched, relaunch
+
+    if recipe.num_processes <= 1 or launched():
+        return False
+    status = relaunch(recipe.num_processes, sys.argv[1:])
+    if status:
+        raise typer.Exit(status)
+    return True
+
+
 @recipe_command("finetune", FinetuneRecipe, "finetune")
 def finetune_cmd(recipe: FinetuneRecipe):
     """Instruction-tune a base model (LoRA or full) and write a complete model directory.
 
     Example: seedbed finetune --base gemma-3-270m --data train.jsonl --method lora --out runs/my-model
     """
+    if relaunched(recipe):
+        return
     from seedbed.train.finetune import finetune
 
     result = finetune(recipe)
     m = result.metrics
     if "stopped_at_step" in m:
         console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed finetune --out {result.out} --resume")
+        return
+    if not m:  # a worker process of a multi-process run: the main one reports
         return
     val = m["val"]
     console.print(
@@ -65,6 +83,8 @@ def pretrain_cmd(recipe: PretrainRecipe):
     Example: seedbed pretrain --recipe recipes/pretrain-cpu.yaml
              seedbed pretrain --data corpus/ --layers 8 --hidden-size 256 --heads 4 --max-steps 5000 --out runs/lm
     """
+    if relaunched(recipe):
+        return
     from seedbed.pretrain.run import pretrain
 
     result = pretrain(recipe)
@@ -207,6 +227,25 @@ def data_prepare_cmd(recipe: DataRecipe, paths: list[str] = typer.Argument(None,
     console.print(f"{report['input_records']:,} records in = {kept['total']:,} kept (train {kept['train']:,}, "
                   f"validation {kept['validation']:,}) + {dropped:,} dropped, in {report['seconds']:.1f} s "
                   f"({report['records_per_s']:,.0f} records/s). Report: {recipe.out}/report.html")
+
+
+@recipe_command("synth", SynthRecipe, "synth", group=data_app)
+def data_synth_cmd(recipe: SynthRecipe):
+    """Synthetic instruction data by Self-Instruct: a teacher (any OpenAI-compatible server) writes new tasks from
+    seed tasks and answers them; ROUGE-L novelty, keyword and length filters; then data prepare. Resumable (run it
+    again), rate-limited, every record with its teacher, prompt and licence.
+
+    Example: seedbed data synth --teacher-url http://127.0.0.1:8000/v1 --licence "Apache-2.0" --target 200 --out runs/synth
+    """
+    from seedbed.data.synth import synth
+
+    result = synth(recipe, on_round=None if recipe.quiet else lambda r, kept: err.print(
+        f"round {r['round']}: {r['candidates']} new tasks, {r['kept']} kept ({kept}/{recipe.target})", highlight=False))
+    r = result.report
+    reasons = ", ".join(f"{k}={v}" for k, v in r["rejected_by_reason"].items()) or "none"
+    console.print(f"[green]Done.[/green] {r['candidates']} candidate tasks in {r['rounds']} rounds = {r['kept']} kept "
+                  f"+ {r['rejected']} rejected ({reasons}). Records in {result.out}/synth.jsonl"
+                  + (f"; curated into {r['prepared']['out']}" if "prepared" in r else ""), highlight=False)
 
 
 @recipe_command("quantize", QuantizeRecipe, "quantize")

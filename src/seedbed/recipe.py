@@ -349,6 +349,40 @@ class DataRecipe(Stage):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 
+# Self-Instruct's keyword filter (Wang et al. 2023, as in tatsu-lab/stanford_alpaca's generate_instruction.py):
+# tasks a text-only model cannot do.
+SYNTH_BLOCKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
+                   "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"]
+
+
+class SynthRecipe(Stage):
+    """Self-Instruct (Wang et al. 2023; Alpaca's recipe): a teacher writes new instructions from a few seed tasks
+    and answers them; near-duplicates, impossible and badly sized tasks are filtered; `data prepare` curates."""
+
+    seeds: list[str] = Field(default_factory=lambda: ["seedbed:data/seed_tasks_demo_train.jsonl"], description="Seed tasks (any shape fine-tuning reads; default: 165 of Self-Instruct's 175 human-written seeds, shipped).")
+    teacher_url: str | None = Field(None, description="The teacher: an OpenAI-compatible server (http://host:port/v1), e.g. `seedbed serve`.")
+    teacher_name: str | None = Field(None, description="The model name on teacher_url (default: the only one it serves).")
+    licence: str = Field("unknown", description="The terms the teacher's output is under (its provider's terms of use, or the teacher model's licence): written into every record's lineage.")
+    out: str = Field("runs/synth", description="Output directory: synth.jsonl, rejected.jsonl, synth_report.json, and prepared/ from data prepare.")
+    target: int = Field(100, ge=1, description="New instructions to keep.")
+    max_rounds: int = Field(200, ge=1, description="Most rounds of asking (each: one list of new tasks, then an answer to each kept task).")
+    # Self-Instruct: 8 in-context tasks, 6 human-written and 2 generated.
+    prompt_tasks: int = Field(8, ge=1, description="Tasks shown to the teacher in each round.")
+    prompt_machine_tasks: int = Field(2, ge=0, description="Of those, how many are tasks it generated before (once there are some).")
+    rouge_threshold: float = Field(0.7, gt=0, le=1, description="Drop a task whose ROUGE-L F against any task in the pool is at least this (Self-Instruct: 0.7).")
+    min_words: int = Field(4, ge=1, description="Drop tasks of fewer words (Alpaca: more than 3).")
+    max_words: int = Field(150, ge=1, description="Drop tasks of more words (Self-Instruct: 150).")
+    blocklist: list[str] = Field(default_factory=lambda: list(SYNTH_BLOCKLIST), description="Drop tasks that mention any of these words (Self-Instruct's: images, files, audio... that a text model cannot handle).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature for new tasks (Alpaca: 1.0); answers are greedy.")
+    max_tokens: int = Field(1024, ge=16, description="Most tokens in the teacher's list of new tasks.")
+    answer_max_tokens: int = Field(512, ge=1, description="Most tokens in each answer.")
+    requests_per_s: float = Field(2.0, ge=0, description="Most requests started per second to the teacher (0: no limit).")
+    timeout_s: float = Field(300.0, gt=0, description="Seconds to wait for one teacher reply.")
+    seed: int = Field(42, description="Seed for choosing the in-context tasks of each round.")
+    prepare: bool = Field(True, description="Run `data prepare` (its default stages) on the kept records into out/prepared.")
+    quiet: bool = Field(False, description="No progress output.")
+
+
 class DemoRecipe(Stage):
     """The main job: curate a narrow task's raw records, evaluate the base model zero-shot and few-shot on a
     held-out split, LoRA fine-tune, evaluate the tuned model on the same split, and show answers side by side."""
@@ -429,6 +463,7 @@ class Recipe(Stage):
 
     finetune: FinetuneRecipe | None = None
     pretrain: PretrainRecipe | None = None
+    synth: SynthRecipe | None = None
     generate: GenerateRecipe | None = None
     eval: EvalRecipe | None = None
     serve: ServeRecipe | None = None
