@@ -84,6 +84,9 @@ def pretrain(recipe: PretrainRecipe, callbacks: list | None = None) -> PretrainR
         recipe.model_copy(update={"batch_size": per_device}), out, has_val=len(val) > 0,
         resumed=resume_from is not None, precision_flags=precision_flags, save_total_limit=recipe.save_total_limit,
         dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized and packed to max_length
+        # The blocks were shuffled once, seeded, when packed: read in that order, step k sees the same blocks
+        # under any process count (each process takes its slice of the global batch), so curves and resumes agree.
+        train_sampling_strategy="sequential",
     )
     clock = cb.WallClock(resume_from)
     trainer = build_trainer(
@@ -198,6 +201,7 @@ def prepare_blocks(recipe: PretrainRecipe, out: Path) -> dict:
             train, val = split["train"], split["test"]
         else:
             val = train.select([])
+        train = train.shuffle(seed=recipe.seed).flatten_indices()  # one seeded shuffle, kept on disk (see above)
         files = counts.get("files", []) + val_counts.get("files", [])
         text = {
             "files": [f.__dict__ for f in files],

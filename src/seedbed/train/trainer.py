@@ -50,7 +50,8 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
     def only_scored(module, args):
         return (args[0][scored][None],)  # (batch, kept, hidden) -> (1, scored, hidden)
 
-    hook = model.get_output_embeddings().register_forward_pre_hook(only_scored)
+    inner = getattr(model, "module", model)  # under DDP the wrapper runs the forward, the module holds the head
+    hook = inner.get_output_embeddings().register_forward_pre_hook(only_scored)
     try:
         logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (1, scored, vocab)
     finally:
