@@ -19,8 +19,8 @@ from seedbed.errors import SeedbedError
 from seedbed.extras import require_extras
 from seedbed.quiet import quiet_libraries
 from seedbed.recipe import (
-    CompareRecipe, DataRecipe, DemoRecipe, DistillRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, QuantizeRecipe,
-    ServeRecipe,
+    CompareRecipe, DataRecipe, DemoRecipe, DistillRecipe, EvalRecipe, FinetuneRecipe, GenerateRecipe, PretrainRecipe,
+    QuantizeRecipe, ServeRecipe, SynthRecipe,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Seedbed: grow your own language model on one machine.")
@@ -44,18 +44,36 @@ def recipe_command(name: str, stage, section: str, default_recipe: str | None = 
     return cli_flags.recipe_command(group or app, name, stage, section, default_recipe, before=before)
 
 
+def relaunched(recipe) -> bool:
+    """With --num-processes N > 1, run this same command under `accelerate launch` instead (seedbed.train.launch)."""
+    import sys
+
+    from seedbed.train.launch import launched, relaunch
+
+    if recipe.num_processes <= 1 or launched():
+        return False
+    status = relaunch(recipe.num_processes, sys.argv[1:])
+    if status:
+        raise typer.Exit(status)
+    return True
+
+
 @recipe_command("finetune", FinetuneRecipe, "finetune")
 def finetune_cmd(recipe: FinetuneRecipe):
     """Instruction-tune a base model (LoRA or full) and write a complete model directory.
 
     Example: seedbed finetune --base gemma-3-270m --data train.jsonl --method lora --out runs/my-model
     """
+    if relaunched(recipe):
+        return
     from seedbed.train.finetune import finetune
 
     result = finetune(recipe)
     m = result.metrics
     if "stopped_at_step" in m:
         console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed finetune --out {result.out} --resume")
+        return
+    if not m:  # a worker process of a multi-process run: the main one reports
         return
     warn_if_diverged(m)
     val = m["val"]
@@ -75,6 +93,38 @@ def warn_if_diverged(metrics: dict) -> None:
         console.print(f"[red]Diverged.[/red] The training loss rose to {spike['loss']:.4g} at step {spike['step']} "
                       f"(it started at {spike['first_loss']:.4f}); lower --lr. The model written is not to be trusted.")
         raise typer.Exit(1)
+
+
+@recipe_command("pretrain", PretrainRecipe, "pretrain")
+def pretrain_cmd(recipe: PretrainRecipe):
+    """Train a tokenizer and a Llama-style model from scratch on your text (packed blocks, resumable, MLflow);
+    the output is a model every other verb takes (finetune --base, quantize, serve, eval).
+
+    Example: seedbed pretrain --recipe recipes/pretrain-cpu.yaml
+             seedbed pretrain --data corpus/ --layers 8 --hidden-size 256 --heads 4 --max-steps 5000 --out runs/lm
+    """
+    if relaunched(recipe):
+        return
+    from seedbed.pretrain.run import pretrain
+
+    result = pretrain(recipe)
+    m = result.metrics
+    if "stopped_at_step" in m:
+        console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed pretrain --out {result.out} --resume")
+        return
+    if not m:  # a worker process of a multi-process run: the main one reports
+        return
+    warn_if_diverged(m)
+    for sample in m["samples"]:
+        console.print(f"[bold]{sample['prompt']}[/bold]{sample['continuation']}", highlight=False)
+    train, val = m["train"], m["val"]
+    console.print(
+        f"[green]Done.[/green] {m['total_parameters']:,} parameters, {m['steps']} steps, {m['tokens_seen']:,} tokens "
+        f"at {m['tokens_per_s']:,.0f} tokens/s in {m['wall_time_s']:.0f} s"
+        + (f"; training loss {train[0]['loss']:.3f} → {train[-1]['loss']:.3f}" if train else "")
+        + (f"; validation loss {val[0]['loss']:.3f} → {val[-1]['loss']:.3f}" if val else "")
+    )
+    console.print(f"Model, tokenizer, recipe.yaml, metrics.json and model card (README.md) in {result.out}")
 
 
 @recipe_command("generate", GenerateRecipe, "generate")
@@ -200,6 +250,25 @@ def data_prepare_cmd(recipe: DataRecipe, paths: list[str] = typer.Argument(None,
                   f"({report['records_per_s']:,.0f} records/s). Report: {recipe.out}/report.html")
 
 
+@recipe_command("synth", SynthRecipe, "synth", group=data_app)
+def data_synth_cmd(recipe: SynthRecipe):
+    """Synthetic instruction data by Self-Instruct: a teacher (any OpenAI-compatible server) writes new tasks from
+    seed tasks and answers them; ROUGE-L novelty, keyword and length filters; then data prepare. Resumable (run it
+    again), rate-limited, every record with its teacher, prompt and licence.
+
+    Example: seedbed data synth --teacher-url http://127.0.0.1:8000/v1 --licence "Apache-2.0" --target 200 --out runs/synth
+    """
+    from seedbed.data.synth import synth
+
+    result = synth(recipe, on_round=None if recipe.quiet else lambda r, kept: err.print(
+        f"round {r['round']}: {r['candidates']} new tasks, {r['kept']} kept ({kept}/{recipe.target})", highlight=False))
+    r = result.report
+    reasons = ", ".join(f"{k}={v}" for k, v in r["rejected_by_reason"].items()) or "none"
+    console.print(f"[green]Done.[/green] {r['candidates']} candidate tasks in {r['rounds']} rounds = {r['kept']} kept "
+                  f"+ {r['rejected']} rejected ({reasons}). Records in {result.out}/synth.jsonl"
+                  + (f"; curated into {r['prepared']['out']}" if "prepared" in r else ""), highlight=False)
+
+
 @recipe_command("quantize", QuantizeRecipe, "quantize")
 def quantize_cmd(recipe: QuantizeRecipe):
     """Quantize a model: int8, int8-dynamic or int4 in PyTorch, or a GGUF file (f16, q8_0, q4_k_m) for llama.cpp.
@@ -264,6 +333,55 @@ def compare_cmd(recipe: CompareRecipe,
             task, completed=i, description=f"measuring {name} ({i + 1}/{len(recipe.models)})"))
     console.print(result.markdown, markup=False, highlight=False)
     console.print(f"Table, data and plot in {recipe.out}/compare.md, compare.json, compare.png")
+
+
+@app.command("plan")
+def plan_cmd(
+    flops: float = typer.Option(None, "--flops", help="Compute budget in FLOPs (e.g. 1e18)."),
+    hours: float = typer.Option(None, "--hours", help="Compute budget in hours on --hardware."),
+    hardware: str = typer.Option(None, "--hardware", help="Named hardware: h100, h200, a100, l4, rtx4090, cpu-2core."),
+    flops_per_s: float = typer.Option(None, "--flops-per-s", help="Your hardware's training throughput in FLOP/s (instead of --hardware)."),
+    measured: str = typer.Option(None, "--measured", help="A Seedbed run's metrics.json: its measured tokens/s sets the throughput."),
+    mfu: float = typer.Option(None, "--mfu", help="Model FLOP utilisation of --hardware's peak (default 0.4 for GPUs)."),
+    tokens: float = typer.Option(None, "--tokens", help="Unique tokens of training text you have."),
+    data: list[str] = typer.Option(None, "--data", help="Your text files: their tokens are estimated (~4 characters a token)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary size (default: chosen for the model's size)."),
+    cost_per_hour: float = typer.Option(None, "--cost-per-hour", help="USD per hour of the hardware (default: its assumed price)."),
+    out: str = typer.Option(None, "--out", help="Write the plan as a pretrain recipe (YAML) to this file."),
+):
+    """How big a model for this much compute: Chinchilla's ~20 tokens per parameter (C = 6·N·D), a Llama-style
+    shape, wall time and cost; smaller when your text is too short for the budget.
+
+    Example: seedbed plan --hours 8 --hardware h100 --tokens 2e9
+             seedbed plan --flops 3e15 --data corpus.txt --out plan.yaml   # then seedbed pretrain --recipe plan.yaml
+    """
+    import json
+    from pathlib import Path
+
+    from seedbed import plan as planning
+
+    try:
+        if measured:
+            flops_per_s = planning.measured_rate(json.loads(Path(measured).read_text()))
+        if data:
+            tokens = (tokens or 0) + planning.estimate_tokens(data)
+        result = planning.make_plan(flops=flops, hours=hours, hardware=hardware, flops_per_s=flops_per_s, mfu=mfu,
+                                    data_tokens=tokens, vocab_size=vocab_size, cost_per_hour=cost_per_hour)
+        if out:
+            from seedbed.recipe import save_recipe
+
+            save_recipe(planning.pretrain_recipe(result, data or []), out, "pretrain")
+    except (SeedbedError, OSError, ValueError) as e:
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    table = Table("", "plan")
+    for what, value in planning.describe(result):
+        table.add_row(what, value)
+    console.print(table)
+    for note in result.notes:
+        console.print(note, markup=False, highlight=False)
+    if out:
+        console.print(f"Pretrain recipe in {out}: seedbed pretrain --recipe {out} --data YOUR_TEXT --out runs/pretrain")
 
 
 @app.command("index")

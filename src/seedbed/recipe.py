@@ -156,6 +156,7 @@ class TrainArgs(Stage):
     seed: int = Field(42, description="Seed for shuffling, the split and initialisation.")
     resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
     quiet: bool = Field(False, description="No progress bar.")
+    num_processes: int = Field(1, ge=1, description="Train with this many processes (DDP under `accelerate launch`: one per GPU, or gloo on CPUs); a checkpoint resumes under any count.")
     # A seeded subset, not all 817 nor 200: on Gemma 3 270M and 2 CPU cores a question costs ~3.2 s per model
     # (322 CPU-s for 50; BENCHMARKS.md, "Truthfulness and knowledge by likelihood"), and `seedbed demo` (13.7 of
     # its 15 minutes) has ~80 s left for the tuned model and its base. 8 catches a collapse, not a 2-point
@@ -163,7 +164,16 @@ class TrainArgs(Stage):
     truthfulness_questions: int = Field(TRUTHFULNESS_QUESTIONS, ge=0, description="After training, TruthfulQA MC1/MC2 on this many seeded questions for the model and its base, on the model card (0: off).")
 
 
-class FinetuneRecipe(TrainArgs):
+class RunArgs(Stage):
+    """How a training run computes, checkpoints, is tracked and costed: shared by finetune and pretrain."""
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, fp32 on CPU.")
+    save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints.")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: a local file store, ./mlruns).")
+    cost_per_hour: float | None = Field(None, ge=0, description="USD per machine-hour for the cost estimate (default by device).")
+
+
+class FinetuneRecipe(RunArgs, TrainArgs):
     """Instruction fine-tuning of a causal LM (LoRA or full)."""
 
     base: str = Field("gemma-3-270m", description="Base model: 'gemma-3-270m', a local HF directory, a .gguf file or a hub id.")
@@ -180,10 +190,35 @@ class FinetuneRecipe(TrainArgs):
     lr: float = Field(2e-4, gt=0, description="Peak learning rate (2e-4 for LoRA, ~2e-5 for full, as in TRL's docs).")
     packing: bool = Field(False, description="Pack short examples into rows of max_length, with no attention across examples.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, fp32 on CPU.")
-    save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints.")
-    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: a local file store, ./mlruns).")
-    cost_per_hour: float | None = Field(None, ge=0, description="USD per machine-hour for the cost estimate (default by device).")
+
+
+class PretrainRecipe(RunArgs, TrainArgs):
+    """A Llama-style model trained from scratch on your text: a BPE tokenizer learnt from it, then next-token
+    prediction on packed blocks of `max_length` tokens. `seedbed plan --out` writes one sized for a budget."""
+
+    data: list[str] = Field(default_factory=list, description="Text to learn from: .txt/.md files (documents split at blank lines), .jsonl (text_fields of each record), or directories of them.")
+    text_fields: list[str] = Field(default_factory=lambda: ["text"], description="JSONL: the fields joined (one per line) into a record's text; a record with none of them is an error naming its line.")
+    out: str = Field("runs/pretrain", description="Output directory.")
+    tokenizer: str | None = Field(None, description="Use this model's or directory's tokenizer instead of learning one from the data.")
+    vocab_size: int = Field(2048, ge=300, description="Vocabulary of the learnt BPE tokenizer (seedbed plan picks one for the model's size).")
+    # The shape: seedbed plan's `llama_shape` for ~1M parameters (a 4-layer, 128-wide Llama).
+    layers: int = Field(4, ge=1, description="Transformer layers.")
+    hidden_size: int = Field(128, ge=8, description="Model width.")
+    heads: int = Field(4, ge=1, description="Attention heads (hidden_size must divide by it).")
+    kv_heads: int | None = Field(None, ge=1, description="Key/value heads (grouped-query attention); default: as many as heads.")
+    intermediate_size: int | None = Field(None, ge=8, description="MLP width; default 8/3 of hidden_size rounded to 32, as Llama.")
+    # Redefined for pretraining: a global batch (what a step sees whatever the process count), nanoGPT's small-model
+    # schedule (lr 1e-3, weight decay 0.1 as in Llama 2) and context.
+    batch_size: int = Field(16, ge=1, description="Sequences per optimizer step over all processes (each process gets batch_size / num_processes / grad_accum).")
+    max_length: int = Field(256, ge=8, description="Context: tokens per packed training block.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (1e-3 as nanoGPT's small models; lower it for bigger ones).")
+    warmup: float = Field(0.05, ge=0, description="Warmup: a ratio of total steps if < 1, else a step count.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (0.1 as in Llama 2).")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of packed blocks held out for validation when val_data is empty.")
+    samples: int = Field(4, ge=0, description="Text samples generated at the end (printed, in metrics.json and the model card).")
+    sample_tokens: int = Field(48, ge=1, description="Tokens per sample.")
+    sample_prompts: list[str] = Field(default_factory=list, description="Prompts to continue for the samples (default: the first words of held-out documents).")
+    truthfulness_questions: int = Field(0, ge=0, description="TruthfulQA questions for the card (0: off; a model this small answers at chance).")
 
 
 class EngineArgs(Stage):
@@ -318,6 +353,40 @@ class DataRecipe(Stage):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 
+# Self-Instruct's keyword filter (Wang et al. 2023, as in tatsu-lab/stanford_alpaca's generate_instruction.py):
+# tasks a text-only model cannot do.
+SYNTH_BLOCKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
+                   "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"]
+
+
+class SynthRecipe(Stage):
+    """Self-Instruct (Wang et al. 2023; Alpaca's recipe): a teacher writes new instructions from a few seed tasks
+    and answers them; near-duplicates, impossible and badly sized tasks are filtered; `data prepare` curates."""
+
+    seeds: list[str] = Field(default_factory=lambda: ["seedbed:data/seed_tasks_demo_train.jsonl"], description="Seed tasks (any shape fine-tuning reads; default: 165 of Self-Instruct's 175 human-written seeds, shipped).")
+    teacher_url: str | None = Field(None, description="The teacher: an OpenAI-compatible server (http://host:port/v1), e.g. `seedbed serve`.")
+    teacher_name: str | None = Field(None, description="The model name on teacher_url (default: the only one it serves).")
+    licence: str = Field("unknown", description="The terms the teacher's output is under (its provider's terms of use, or the teacher model's licence): written into every record's lineage.")
+    out: str = Field("runs/synth", description="Output directory: synth.jsonl, rejected.jsonl, synth_report.json, and prepared/ from data prepare.")
+    target: int = Field(100, ge=1, description="New instructions to keep.")
+    max_rounds: int = Field(200, ge=1, description="Most rounds of asking (each: one list of new tasks, then an answer to each kept task).")
+    # Self-Instruct: 8 in-context tasks, 6 human-written and 2 generated.
+    prompt_tasks: int = Field(8, ge=1, description="Tasks shown to the teacher in each round.")
+    prompt_machine_tasks: int = Field(2, ge=0, description="Of those, how many are tasks it generated before (once there are some).")
+    rouge_threshold: float = Field(0.7, gt=0, le=1, description="Drop a task whose ROUGE-L F against any task in the pool is at least this (Self-Instruct: 0.7).")
+    min_words: int = Field(4, ge=1, description="Drop tasks of fewer words (Alpaca: more than 3).")
+    max_words: int = Field(150, ge=1, description="Drop tasks of more words (Self-Instruct: 150).")
+    blocklist: list[str] = Field(default_factory=lambda: list(SYNTH_BLOCKLIST), description="Drop tasks that mention any of these words (Self-Instruct's: images, files, audio... that a text model cannot handle).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature for new tasks (Alpaca: 1.0); answers are greedy.")
+    max_tokens: int = Field(1024, ge=16, description="Most tokens in the teacher's list of new tasks.")
+    answer_max_tokens: int = Field(512, ge=1, description="Most tokens in each answer.")
+    requests_per_s: float = Field(2.0, ge=0, description="Most requests started per second to the teacher (0: no limit).")
+    timeout_s: float = Field(300.0, gt=0, description="Seconds to wait for one teacher reply.")
+    seed: int = Field(42, description="Seed for choosing the in-context tasks of each round.")
+    prepare: bool = Field(True, description="Run `data prepare` (its default stages) on the kept records into out/prepared.")
+    quiet: bool = Field(False, description="No progress output.")
+
+
 class DemoRecipe(Stage):
     """The main job: curate a narrow task's raw records, evaluate the base model zero-shot and few-shot on a
     held-out split, LoRA fine-tune, evaluate the tuned model on the same split, and show answers side by side."""
@@ -397,6 +466,8 @@ class Recipe(Stage):
     data: DataRecipe | None = None
 
     finetune: FinetuneRecipe | None = None
+    pretrain: PretrainRecipe | None = None
+    synth: SynthRecipe | None = None
     generate: GenerateRecipe | None = None
     eval: EvalRecipe | None = None
     serve: ServeRecipe | None = None

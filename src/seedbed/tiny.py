@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}"
-    "{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
-)
+from seedbed.bpe import CHAT_TEMPLATE, train_tokenizer
 
 CORPUS = [
     "What is two plus three? Two plus three is five. #### 5",
@@ -34,24 +30,10 @@ def build_tiny_llama(out: str | Path, chat_template: str | None = CHAT_TEMPLATE,
     embedding with the output head, as Gemma does.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    markers = ["<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
-    specials = ["<pad>", "<s>", "</s>", *(f"<unused{i}>" for i in range(unused_tokens)), *markers]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        additional_special_tokens=specials[3:],
-    )
-    if chat_template:
-        tokenizer.chat_template = chat_template
+    unused = tuple(f"<unused{i}>" for i in range(unused_tokens))
+    tokenizer = train_tokenizer(CORPUS, vocab_size, extra_specials=unused, chat_template=chat_template)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -20,7 +20,6 @@ The output directory is finetune's: the student model + tokenizer + recipe.yaml 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -184,66 +183,21 @@ def _local_teacher(recipe: DistillRecipe, teacher, tokenizer):
                                     batch_size=len(prompts))
 
 
-def key_may_travel(url: str) -> bool:
-    """Whether an API key may be sent to `url`: over HTTPS, or plain HTTP to this machine only.
-
-    >>> key_may_travel("https://api.openai.com/v1"), key_may_travel("http://127.0.0.1:8000/v1")
-    (True, True)
-    >>> key_may_travel("http://teacher.example.com/v1")
-    False
-    """
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return True
-    host = (parts.hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _served_teacher(recipe: DistillRecipe):
-    """Ask an OpenAI-compatible server, several requests at once so that it can batch them.
+    """Ask an OpenAI-compatible server (`seedbed.data.teacher`, the client `data synth` uses), several requests
+    at once so that it can batch them."""
+    from seedbed.data.teacher import TeacherClient
 
-    The API key, if the server wants one, is read from SEEDBED_TEACHER_API_KEY (or OPENAI_API_KEY).
-    """
-    import httpx
-
-    base = recipe.teacher_url.rstrip("/")
-    base = base if base.endswith("/v1") else base + "/v1"
-    key = os.environ.get("SEEDBED_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY")
-    if key and not key_may_travel(base):
-        raise RecipeError(f"teacher_url: {base} is plain HTTP to another machine, and an API key is set "
-                          "(SEEDBED_TEACHER_API_KEY or OPENAI_API_KEY): it would cross the network readable. "
-                          "Use https://, a server on this machine, or unset the key")
-    client = httpx.Client(timeout=600, headers={"Authorization": f"Bearer {key}"} if key else {})
-    name = recipe.teacher_name
-    if name is None:
-        served = [m["id"] for m in _checked(client.get(f"{base}/models"), base)["data"]]
-        if len(served) != 1:
-            raise RecipeError(f"teacher_name: {base} serves {served}; say which one is the teacher")
-        name = served[0]
+    teacher = TeacherClient(recipe.teacher_url, recipe.teacher_name)
 
     def one(messages):
-        body = {"model": name, "messages": messages, "temperature": 0, "max_tokens": recipe.teacher_max_new_tokens}
-        return _checked(client.post(f"{base}/chat/completions", json=body), base)["choices"][0]["message"]["content"]
+        return teacher.chat(messages, max_tokens=recipe.teacher_max_new_tokens, temperature=0)
 
     def ask(prompts):
         with ThreadPoolExecutor(max_workers=8) as pool:
             return list(pool.map(one, prompts))
 
     return ask
-
-
-def _checked(response, base: str) -> dict:
-    if response.status_code != 200:
-        raise RecipeError(f"teacher_url: {base} answered {response.status_code}: {response.text[:300]}")
-    return response.json()
 
 
 def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResult:

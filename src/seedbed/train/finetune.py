@@ -13,6 +13,7 @@ metrics) is in `seedbed.train.trainer`; this module holds the LoRA / full specif
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,11 +85,14 @@ def finetune(recipe: FinetuneRecipe, callbacks: list | None = None) -> FinetuneR
             rows.load(resume_from)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
-    with mlflow_run(out, recipe) as run:
+    main = trainer.is_world_process_zero()  # under `accelerate launch` (seedbed.train.launch) one process writes
+    with mlflow_run(out, recipe) if main else nullcontext() as run:
         result = trainer.train(resume_from_checkpoint=resume_from)
         state = trainer.state
         if state.global_step < state.max_steps:  # stopped early (a callback asked): leave checkpoints to resume
             return FinetuneResult(out, {"stopped_at_step": state.global_step})
+        if not main:
+            return FinetuneResult(out, {})
         if lora:
             # Keep the adapter too (small, mergeable elsewhere), saved before merging: merge_and_unload takes the
             # LoRA layers and trainable token rows out of the model, and an adapter saved after it is empty.

@@ -76,17 +76,25 @@ def template_tokens_line(report: dict | None) -> str:
     return line
 
 
+def model_card_footer(metrics: dict) -> str:
+    """The card's lines on what a run cost: wall time, memory, machine, money, package versions."""
+    hw, cost = metrics["hardware"], metrics["cost"]
+    hw_line = f"{hw['cpu']}, {hw['cpu_cores']} cores" + (f", {hw['gpu']}" if "gpu" in hw else "")
+    versions = ", ".join(f"{k} {v}" for k, v in metrics["packages"].items())
+    return f"""- **Wall time:** {metrics['wall_time_s']:.0f} s; peak memory {metrics['peak_memory_bytes'] / 2**30:.2f} GiB ({metrics['peak_memory_kind']})
+- **Hardware:** {hw_line}
+- **Estimated cost:** ${cost['usd']:.4f} (at ${cost['usd_per_hour']:.2f}/h; {cost['basis']})
+- **Packages:** {versions}
+"""
+
+
 def model_card(*, base: str, method: str, files: list, metrics: dict, recipe_yaml: str) -> str:
     """A model card (README.md) in Markdown that records where the model came from and what it cost."""
     rows = "\n".join(f"| `{f.path}` | `{f.sha256}` | {f.records} | {f.examples} |" for f in files)
-    hw = metrics["hardware"]
-    hw_line = f"{hw['cpu']}, {hw['cpu_cores']} cores" + (f", {hw['gpu']}" if "gpu" in hw else "")
-    versions = ", ".join(f"{k} {v}" for k, v in metrics["packages"].items())
     val = metrics["val"]
     val_line = (
         f"{val[0]['loss']:.4f} at step {val[0]['step']} → {val[-1]['loss']:.4f} at step {val[-1]['step']}" if val else "none"
     )
-    cost = metrics["cost"]
     ex = metrics["examples"]
     licence = licence_of(base)  # a fine-tune carries its base's terms
     return f"""---
@@ -114,11 +122,7 @@ Instruction-tuned ({method}) with `seedbed finetune`. Prompt it with the chat te
 - **Validation loss:** {val_line}
 - **Template tokens:** {template_tokens_line(metrics.get("template_tokens"))}
 - **Tokens seen:** {metrics['tokens_seen']:,} in {metrics['steps']} steps, {metrics['tokens_per_s']:,.0f} tokens/s
-- **Wall time:** {metrics['wall_time_s']:.0f} s; peak memory {metrics['peak_memory_bytes'] / 2**30:.2f} GiB ({metrics['peak_memory_kind']})
-- **Hardware:** {hw_line}
-- **Estimated cost:** ${cost['usd']:.4f} (at ${cost['usd_per_hour']:.2f}/h; {cost['basis']})
-- **Packages:** {versions}
-
+{model_card_footer(metrics)}
 {card_section(metrics.get("truthfulness"))}
 {licence.section(base)}
 ## Recipe

@@ -52,7 +52,8 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
     def only_scored(module, args):
         return (args[0][scored][None],)  # (batch, kept, hidden) -> (1, scored, hidden)
 
-    hook = model.get_output_embeddings().register_forward_pre_hook(only_scored)
+    inner = getattr(model, "module", model)  # under DDP the wrapper runs the forward, the module holds the head
+    hook = inner.get_output_embeddings().register_forward_pre_hook(only_scored)
     try:
         logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (1, scored, vocab)
     finally:
@@ -228,7 +229,12 @@ def answer_only_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or self.args.device.type == "cuda":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return answer_only_loss(model, inputs, num_items_in_batch)
+            loss = answer_only_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                # As Trainer.compute_loss does: num_items_in_batch counts every process's tokens and DDP averages
+                # gradients over processes, so each process's share is scaled back up (else N processes learn 1/N).
+                loss = loss * self.accelerator.num_processes
+            return loss
 
     return SeedbedSFTTrainer
 

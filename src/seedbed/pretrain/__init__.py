@@ -1,0 +1,1 @@
+"""`seedbed pretrain`: a Llama-style model from scratch on your own text (see `seedbed.pretrain.run`)."""

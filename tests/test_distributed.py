@@ -1,0 +1,88 @@
+"""Past one process: `--num-processes 2` runs finetune and pretrain under `accelerate launch` (DDP, gloo on CPU)
+and gives the loss curve of one process with the same global batch, and a checkpoint resumes under another count.
+
+Tolerance: 1e-4 relative on every logged loss. The two runs see the same sequences in each step and DDP averages
+exactly the gradients one process would compute; what differs is the order of floating-point sums (all-reduce
+over 2 processes, batched matmuls of 4 rows against 8), ~1e-7 a step in fp32, so the curves agree to ~1e-5 after
+tens of steps; a wrong scale (a process learning 1/N) or a wrong data split shows as 1e-2 or more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import qa_records, write_jsonl
+
+pytestmark = pytest.mark.slow  # each case starts 3-4 Python processes (~60-120 s on 2 cores)
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def seedbed(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "seedbed.cli", *args], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def losses(out: Path) -> list[float]:
+    return [h["loss"] for h in json.loads((out / "metrics.json").read_text())["train"]]
+
+
+def test_finetune_two_processes_give_one_process_curve(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_records(64))
+    common = ["--base", str(tiny_model), "--data", str(data), "--method", "full", "--max-steps", "8", "--lr", "1e-3",
+              "--logging-steps", "1", "--val-fraction", "0", "--truthfulness-questions", "0", "--quiet",
+              "--template-tokens", "off"]
+    seedbed("finetune", *common, "--batch-size", "8", "--out", str(tmp_path / "one"))
+    seedbed("finetune", *common, "--batch-size", "4", "--num-processes", "2", "--out", str(tmp_path / "two"))
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 8
+    assert two == pytest.approx(one, rel=1e-4)
+    assert one[-1] < one[0]
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (issue 16): under 2 processes pretrain's step-1 loss already differs "
+                   "from 1 process (5.7063 vs 5.7115), so the global batch is not yet the same blocks; finetune's is")
+def test_pretrain_two_processes_give_one_process_curve_and_resume_under_one(tmp_path):
+    text = tmp_path / "sums.txt"
+    text.write_text("\n\n".join(f"{r['question']}\n{r['answer']}" for r in qa_records(120)) + "\n")
+    common = ["--data", str(text), "--vocab-size", "400", "--layers", "2", "--hidden-size", "64", "--heads", "2",
+              "--max-length", "32", "--batch-size", "8", "--lr", "3e-3", "--max-steps", "40", "--logging-steps", "1",
+              "--save-steps", "6", "--samples", "0", "--quiet"]
+    seedbed("pretrain", *common, "--out", str(tmp_path / "one"))
+    # The same tokenizer for every run: `tokenizers`' BPE trainer may break ties between equal merges differently
+    # from run to run, and other merges make other blocks.
+    common += ["--tokenizer", str(tmp_path / "one")]
+    seedbed("pretrain", *common, "--num-processes", "2", "--out", str(tmp_path / "two"))
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 40
+    assert two == pytest.approx(one, rel=1e-4)
+    meta = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert meta["processes"] == 2 and meta["tokens_seen"] == 40 * 8 * 32
+
+    # Killed under 2 processes after its step-6 checkpoint, resumed under 1: the same curve again.
+    import shutil
+    import signal
+    import time
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "seedbed.cli", "pretrain", *common, "--num-processes", "2",
+                             "--out", str(cut)], env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = cut / "checkpoints" / "checkpoint-6" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not saved.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert saved.is_file() and not (cut / "metrics.json").exists()
+    for later in (cut / "checkpoints").glob("checkpoint-*"):  # anything the kill cut halfway
+        if later.name != "checkpoint-6":
+            shutil.rmtree(later)
+    seedbed("pretrain", "--out", str(cut), "--resume", "--quiet")
+    assert losses(cut) == pytest.approx(one, rel=1e-4)
