@@ -46,14 +46,21 @@ class LoadedModels:
         self.backends.move_to_end(key)
         return self.backends[key]
 
-    def chat(self, model: str, messages: list[dict], sampling) -> Iterator[str]:
-        """Stream the model's answer to a conversation, through the CLI's own chat path."""
+    def chat(self, model: str, messages: list[dict], sampling, calculator: bool = False) -> Iterator[str]:
+        """Stream the model's answer to a conversation, through the CLI's own chat path. JSON mode is the
+        sampling's `json_schema` (constrained decoding, as `seedbed generate --json-schema` and the server's
+        `response_format`); the calculator completes each GSM8K `<<EXPR=` annotation exactly by the loop `seedbed
+        eval --tools calculator` and the server run, so its answer comes whole, not piece by piece."""
         from seedbed.chat import render_prompt
-        from seedbed.inference.generate import stream
+        from seedbed.inference.generate import generate_with_calculator, stream
 
         with self.lock:
             backend = self.backend(model)
-            yield from stream(backend, render_prompt(backend.tokenizer, messages), sampling)
+            prompt = render_prompt(backend.tokenizer, messages)
+            if calculator:
+                yield generate_with_calculator(backend, [prompt], sampling, batch_size=1)[0].text
+            else:
+                yield from stream(backend, prompt, sampling)
 
     def answer(self, model: str, prompt: str, sampling) -> str:
         return "".join(self.chat(model, [{"role": "user", "content": prompt}], sampling))

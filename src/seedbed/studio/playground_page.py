@@ -7,6 +7,8 @@ from html import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from seedbed.errors import SeedbedError
@@ -25,6 +27,8 @@ class ChatBody(BaseModel):
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(128, ge=1, le=1024)
     seed: int | None = None
+    json_mode: bool = False  # the answer is a JSON object (constrained decoding)
+    tools: list[Literal["calculator"]] = Field(default_factory=list, max_length=1)
 
 
 class ABBody(BaseModel):
@@ -40,10 +44,11 @@ def parts(request: Request) -> tuple[LoadedModels, ABPairs]:
     return s.models["loaded"], s.models["pairs"]
 
 
-def sampling_for(temperature: float, max_tokens: int, seed: int | None = None):
-    from seedbed.inference.stops import Sampling
+def sampling_for(temperature: float, max_tokens: int, seed: int | None = None, json_mode: bool = False):
+    from seedbed.inference.stops import JSON_OBJECT, Sampling
 
-    return Sampling(max_new_tokens=max_tokens, temperature=temperature, greedy=temperature == 0, seed=seed)
+    return Sampling(max_new_tokens=max_tokens, temperature=temperature, greedy=temperature == 0, seed=seed,
+                    json_schema=JSON_OBJECT if json_mode else None)
 
 
 @router.get("/playground", response_class=HTMLResponse)
@@ -60,7 +65,9 @@ def playground(request: Request, model: str = ""):
     board = leaderboard_html(parts(request)[1])
     body = (f"<h1>Playground</h1><h3>Chat</h3><p>Model {select('chat-model', model)} temperature "
             f'<input id="chat-temperature" value="0.7" size="4"> max tokens <input id="chat-max-tokens" value="128" '
-            f'size="5"> <button class="secondary" id="chat-reset">New chat</button></p>'
+            f'size="5"> <label><input type="checkbox" id="chat-json"> JSON mode</label> <label><input type="checkbox" '
+            f'id="chat-calculator"> calculator tool</label> <button class="secondary" id="chat-reset">New chat</button>'
+            f"</p>"
             f'<div class="chat" id="chat-log"></div><p><textarea id="chat-input" rows="2" maxlength="{MAX_CHARS}" '
             f'placeholder="Ask something"></textarea><button id="chat-send">Send</button></p>'
             f"<h2>Blind A/B</h2><p class=meta>Two models answer the same prompt, in a random order; vote for the better "
@@ -96,8 +103,12 @@ def chat(request: Request, body: ChatBody):
         loaded.backend(body.model)  # load (and fail) before the stream starts, so an error is a status code
     except (SeedbedError, OSError) as e:
         return JSONResponse({"error": f"model: {e}"}, 422)
-    sampling = sampling_for(body.temperature, body.max_tokens, body.seed)
-    return StreamingResponse(loaded.chat(body.model, body.messages, sampling), media_type="text/plain; charset=utf-8")
+    if body.json_mode and body.tools:  # as the server answers: a schema and the calculator's insertions conflict
+        return JSONResponse({"error": "json_mode: JSON mode cannot be combined with the calculator tool; choose one"},
+                            422)
+    sampling = sampling_for(body.temperature, body.max_tokens, body.seed, body.json_mode)
+    pieces = loaded.chat(body.model, body.messages, sampling, calculator="calculator" in body.tools)
+    return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
 
 
 @router.post("/api/ab")

@@ -99,7 +99,8 @@ if ($("chat-send")) {
     const out = bubble("assistant", "");
     const r = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({
       model: $("chat-model").value, messages: history, temperature: parseFloat($("chat-temperature").value) || 0,
-      max_tokens: parseInt($("chat-max-tokens").value) || 128})});
+      max_tokens: parseInt($("chat-max-tokens").value) || 128, json_mode: $("chat-json").checked,
+      tools: $("chat-calculator").checked ? ["calculator"] : []})});
     if (!r.ok) { out.textContent = (await r.json()).error; out.className = "error"; history.pop(); return; }
     const reader = r.body.getReader(), decoder = new TextDecoder();
     for (;;) { const {value, done} = await reader.read(); if (done) break; out.textContent += decoder.decode(value, {stream: true}); }
