@@ -280,14 +280,14 @@ def describe(plan: Plan) -> list[tuple[str, str]]:
     if plan.data_tokens is not None:
         rows.append(("data", f"{plan.data_tokens:,} tokens, {plan.epochs:g} epochs"))
     if plan.wall_time_s is not None:
-        rows.append(("wall time", f"{_duration(plan.wall_time_s)} at {plan.effective_flops_per_s:.3g} FLOP/s"
+        rows.append(("wall time", f"{duration_text(plan.wall_time_s)} at {plan.effective_flops_per_s:.3g} FLOP/s"
                      + (f" ({plan.hardware})" if plan.hardware else "")))
     if plan.usd is not None:
         rows.append(("cost", f"${plan.usd:,.2f}"))
     return rows
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= size:
             return f"{seconds / size:,.1f} {unit}"

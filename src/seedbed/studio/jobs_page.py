@@ -14,8 +14,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from seedbed.cli_flags import flag_type
 from seedbed.errors import SeedbedError
+from seedbed.html_page import table
 from seedbed.studio import runner
 from seedbed.studio.charts import loss_chart
+from seedbed.studio.estimate import estimate_finetune, finished_training_runs
 from seedbed.studio.layout import state_badge, studio_page
 from seedbed.studio.progress import log_tail, read_progress
 from seedbed.studio.store import Job
@@ -68,6 +70,7 @@ def new_job(request: Request, verb: str = "finetune"):
             f"inside the studio's data directory.</p>"
             f'<form class="recipe" id="recipe-form" data-verb="{escape(verb)}">{inputs}</form>'
             f'<p><button id="submit-job">Start (queue) this job</button></p><p id="recipe-error" class="error"></p>'
+            f'<h3>Before it starts: time and cost</h3><div id="recipe-estimate"></div>'
             f'<h3>The same job from a terminal</h3><pre class="cmd" id="recipe-command"></pre>'
             f'<h3>recipe.yaml</h3><pre class="cmd" id="recipe-yaml"></pre>')
     return studio_page(spec.title, body, "/jobs")
@@ -114,7 +117,20 @@ async def preview_recipe(request: Request):
         recipe = build_recipe(body.get("verb", ""), body.get("fields", {}), studio(request).data_dir)
     except SeedbedError as e:
         return JSONResponse({"error": str(e)}, status_code=422)
-    return {"yaml": recipe_yaml(body["verb"], recipe), "command": shell_command(body["verb"], recipe)}
+    return {"yaml": recipe_yaml(body["verb"], recipe), "command": shell_command(body["verb"], recipe),
+            "estimate": estimate_html(studio(request), body["verb"], recipe)}
+
+
+def estimate_html(s, verb: str, recipe) -> str:
+    """The time and cost a fine-tuning job will take, as a table (seedbed.studio.estimate), or why there is none."""
+    if verb != "finetune":
+        return ""
+    runs = finished_training_runs(s.data_dir, s.scheduler.store.list(limit=50, states=("done",)))
+    try:
+        rows = estimate_finetune(recipe, s.data_dir, runs).rows()
+    except SeedbedError as e:
+        return f'<p class=meta>No estimate yet: {escape(str(e))}</p>'
+    return table(["estimate", ""], rows)
 
 
 @router.post("/api/jobs")

@@ -27,6 +27,7 @@ if (recipeForm) {
     try {
       const r = await postJSON("/api/recipe", {verb, fields: formFields(recipeForm)});
       $("recipe-yaml").textContent = r.yaml; $("recipe-command").textContent = r.command; $("recipe-error").textContent = "";
+      $("recipe-estimate").innerHTML = r.estimate;
     } catch (e) { $("recipe-error").textContent = e.message; }
   };
   recipeForm.addEventListener("input", preview);
