@@ -77,7 +77,7 @@ def test_the_form_is_the_recipe_and_a_bad_field_is_named(tmp_path):
     assert good.json()["yaml"].startswith("finetune:\n")
     bad = c.post("/api/jobs", json={"verb": "finetune", "fields": {"lora_r": "eight"}})
     assert bad.status_code == 422 and "lora_r" in bad.json()["error"]
-    assert c.post("/api/jobs", json={"verb": "serve", "fields": {}}).status_code == 422  # not a job verb
+    assert c.post("/api/jobs", json={"verb": "shell", "fields": {}}).status_code == 422  # not a job verb
     assert not list((tmp_path / "studio").glob("jobs/*"))  # nothing queued
 
 

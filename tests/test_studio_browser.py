@@ -106,10 +106,10 @@ def test_the_lifecycle_in_a_browser(tmp_path, tiny_model):
 
             # Jobs: a LoRA job from the form, which shows its command; the page closes, the studio restarts.
             fields = (f"base={tiny_model}&data=runs/data-sums/train.jsonl&val_data=runs/data-sums/validation.jsonl"
-                      "&max_steps=24&batch_size=4&lr=0.002&logging_steps=2&eval_steps=6&out=runs/sums-lora"
+                      "&max_steps=8&batch_size=4&max_length=64&lr=0.002&logging_steps=1&eval_steps=4&out=runs/sums-lora"
                       "&truthfulness_questions=0")
             page.goto(f"{base}/jobs/new?verb=finetune&{fields}")
-            page.wait_for_function("document.getElementById('recipe-command').textContent.includes('--max-steps 24')")
+            page.wait_for_function("document.getElementById('recipe-command').textContent.includes('--max-steps 8')")
             page.click("#submit-job")
             page.wait_for_url("**/jobs/*")
             job_url = page.url
@@ -129,6 +129,7 @@ def test_the_lifecycle_in_a_browser(tmp_path, tiny_model):
             # Playground: chat with the result (streamed), then a blind A/B vote moves the leaderboard.
             page.goto(f"{base}/playground?model={tiny_model}")
             page.select_option("#chat-model", "runs/sums-lora")
+            page.fill("#chat-max-tokens", "16")
             page.fill("#chat-input", "What is 3 plus 1?")
             page.click("#chat-send")
             page.wait_for_selector(".turn.assistant[data-done]", timeout=120_000)

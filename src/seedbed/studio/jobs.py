@@ -65,10 +65,14 @@ class Scheduler:
             for job_id in [i for i, child in self.children.items() if child.poll() is not None]:
                 if self.store.get(job_id).finished_or_failed:  # recorded (or cancelled): nothing left to do
                     self.children.pop(job_id)
-            running = self.store.list(states=("running",))
-            for job in running:
+            for job in self.store.list(states=("running",)):
                 self.reconcile(job)
-            if not self.store.list(limit=1, states=("running",)) and (job := self.store.next_queued()):
+            for job in self.store.list(states=("queued",)):  # services (a server) start at once, beside the queue,
+                # so the oldest queued job left is a queue job
+                if verb_of(job.verb).service:
+                    self.start(job)
+            queue_busy = any(not verb_of(j.verb).service for j in self.store.list(states=("running",)))
+            if not queue_busy and (job := self.store.next_queued()):
                 self.start(job)
 
     def start(self, job: Job) -> None:

@@ -4,6 +4,7 @@ a job's page: state, progress, tokens/s, ETA, train/validation loss curves (earl
 from __future__ import annotations
 
 import json
+import socket
 import time
 import typing
 from html import escape
@@ -42,6 +43,21 @@ def jobs_list(request: Request):
             f'<table id="jobs"><thead><tr><th>#</th><th>verb</th><th>state</th><th>output</th><th>started</th>'
             f"<th>took</th></tr></thead><tbody>{rows}</tbody></table>")
     return studio_page("Jobs", body, "/jobs")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def served_url(s, job: Job) -> str | None:
+    """Where a running `serve` job answers (its OpenAI base URL), else None."""
+    if job.verb != "serve" or job.state != "running":
+        return None
+    recipe = json.loads(job.recipe)
+    host = "127.0.0.1" if recipe["host"] in ("0.0.0.0", "::", "") else recipe["host"]
+    return f"http://{host}:{recipe['port']}/v1"
 
 
 def job_row(job: Job) -> str:
@@ -141,6 +157,8 @@ async def submit_job(request: Request):
         recipe = build_recipe(body.get("verb", ""), body.get("fields", {}), s.data_dir)
     except SeedbedError as e:
         return JSONResponse({"error": str(e)}, status_code=422)
+    if verb_of(body["verb"]).service and "port" not in body.get("fields", {}):
+        recipe.port = free_port()  # a server from the studio gets a port nothing else holds, not serve's 8000
     job_id = s.scheduler.submit(body["verb"], recipe)
     s.scheduler.tick()  # start it now if nothing else runs
     return {"id": job_id, "url": f"/jobs/{job_id}"}
@@ -195,6 +213,8 @@ def live_fragment(s, job: Job) -> str:
         facts.append(f"{progress.tokens_per_s:,.0f} tokens/s")
     if job.state == "running" and progress.eta_s is not None:
         facts.append(f"ETA {duration(progress.eta_s)}")
+    if (url := served_url(s, job)):
+        facts.append(f'serving at <a id="served-url" href="{escape(url)}/models">{escape(url)}</a> (OpenAI-compatible)')
     if job.reason:
         facts.append(f'<span class="error">{escape(job.reason)}</span>')
     bar = f'<div class="bar"><i style="width:{progress.fraction * 100:.1f}%"></i></div>' if progress.max_steps else ""
@@ -204,7 +224,7 @@ def live_fragment(s, job: Job) -> str:
     if progress.train or progress.val or job.verb in ("finetune", "distill"):
         series = {"train": progress.train, "validation": progress.val}
         chart = "<h3>Loss (log scale)</h3>" + loss_chart(series, past_curves(s, job))
-    links = artefact_links(s, job)
+    links = artefact_links(s, job) + datasheet(job)
     log = escape(log_tail(s.scheduler.job_dir(job.id) / runner.LOG_FILE))
     return (f'<p id="job-state" data-state="{job.state}">{" · ".join(facts)} {cancel}</p>{bar}{chart}{links}'
             f'<h3>Log</h3><pre class="log" id="job-log">{log}</pre>')
@@ -214,6 +234,14 @@ def past_curves(s, job: Job) -> dict[str, list]:
     """Train curves of the last few finished runs of the same verb, drawn grey beneath this one."""
     past = [j for j in s.scheduler.store.list(limit=50, states=("done",)) if j.verb == job.verb and j.id < job.id]
     return {f"job {j.id}": read_progress(s.data_dir / j.out).train for j in past[:PAST_RUNS] if j.out}
+
+
+def datasheet(job: Job) -> str:
+    """A finished `data prepare` job's datasheet (funnel, reasons, histograms, duplicates, leakage), in the page."""
+    if job.verb != "prepare" or job.state != "done" or not job.out:
+        return ""
+    return (f'<h3>Datasheet</h3><iframe id="datasheet" src="/files/{escape(job.out)}/report.html" '
+            'class="datasheet"></iframe>')
 
 
 def artefact_links(s, job: Job) -> str:

@@ -12,6 +12,7 @@ CSS = """
 nav{display:flex;gap:18px;align-items:center;border-bottom:2px solid #e4e7eb;padding:0 0 10px;margin-bottom:8px}
 nav b{font-size:18px;margin-right:12px}nav a{color:#1f2933;text-decoration:none;padding:4px 8px;border-radius:6px}
 nav a.here{background:#e3f2fd;color:#0d47a1}
+iframe.datasheet{width:100%;height:70vh;border:1px solid #cbd2d9;border-radius:6px}
 form.recipe{display:grid;grid-template-columns:220px 1fr;gap:6px 14px;align-items:center;margin:10px 0}
 form.recipe label{font-weight:600;font-size:13.5px}form.recipe small{grid-column:2;color:#616e7c;margin-top:-4px}
 input,select,textarea{font:inherit;padding:4px 6px;border:1px solid #cbd2d9;border-radius:5px}

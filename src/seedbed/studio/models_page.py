@@ -1,19 +1,36 @@
 """The Models pages: the registry (seedbed.studio.registry), each model's lineage, card and eval table, and one
-click to export it to GGUF (a `seedbed quantize` job) or to chat with it in the playground."""
+click to export it to GGUF (a `seedbed quantize` job), to serve it (a `seedbed serve` job), or to chat with it in the
+playground."""
 
 from __future__ import annotations
 
+import json
 from html import escape
+
+from markdown_it import MarkdownIt
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from seedbed.html_page import table
 from seedbed.recipe import QUANTIZE_METHODS
+from seedbed.studio.jobs_page import served_url
 from seedbed.studio.layout import studio_page
 from seedbed.studio.registry import find_models, lineage
 
 router = APIRouter()
+# CommonMark with tables (the eval table `seedbed eval` writes into the card); raw HTML in a card is shown as text,
+# never run: a card's text may come from anyone's data.
+MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def card_html(markdown: str) -> str:
+    return MARKDOWN.render(markdown)
+
+
+def served_name(path: str) -> str:
+    """The OpenAI model name a served model answers to: its directory's name."""
+    return path.rstrip("/").rsplit("/", 1)[-1] or "model"
 
 
 @router.get("/models", response_class=HTMLResponse)
@@ -47,9 +64,17 @@ def model_page(request: Request, path: str):
               f'data-model="{escape(entry.path)}">Export GGUF</button> <span class=meta>a <code>seedbed quantize</code> '
               "job; the GGUF runs with llama.cpp (and Ollama)</span>")
     card_file = s.data_dir / entry.path / "README.md"
-    card = card_file.read_text() if card_file.is_file() else "(no model card)"
+    card = card_html(card_file.read_text()) if card_file.is_file() else "<p class=meta>(no model card)</p>"
+    serving = ""
+    for job in s.scheduler.store.list(limit=50, states=("queued", "running")):
+        if job.verb == "serve" and any(m.endswith("=" + entry.path) for m in json.loads(job.recipe)["model"]):
+            url = served_url(s, job)
+            where = f'<a class="served-url" href="{escape(url)}/models">{escape(url)}</a>' if url else "queued"
+            serving += f'<li><a href="/jobs/{job.id}">job {job.id}</a>: {where}</li>'
     body = (f"<h1>Model <code>{escape(entry.path)}</code></h1><p>Lineage: {chain}</p>{data if entry.data else ''}"
             f'<p><a href="/playground?model={escape(entry.path)}"><button class="secondary">Chat with it</button></a> '
-            f'<span class=meta>or serve it: <code>seedbed serve --model {escape(entry.path)}</code></span></p>{export}'
-            f'<h3>Model card</h3><pre class="cmd" id="model-card">{escape(card)}</pre>')
+            f'<button id="serve-model" data-model="{escape(entry.path)}" data-name="{escape(served_name(entry.path))}">'
+            f"Serve it</button> <span class=meta>a <code>seedbed serve</code> job on a free port (OpenAI-compatible, "
+            f"localhost), running until cancelled</span></p>{f'<ul id=servers>{serving}</ul>' if serving else ''}"
+            f'{export}<h3>Model card</h3><div id="model-card">{card}</div>')
     return studio_page(entry.path, body, "/models")

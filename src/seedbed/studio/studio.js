@@ -81,6 +81,13 @@ if ($("export-gguf")) $("export-gguf").addEventListener("click", async () => {
   catch (e) { alert(e.message); }
 });
 
+// Models: serving is a serve job beside the queue; the studio gives it a free port and shows its URL.
+if ($("serve-model")) $("serve-model").addEventListener("click", async () => {
+  const b = $("serve-model");
+  try { location.href = (await postJSON("/api/jobs", {verb: "serve", fields: {model: [`${b.dataset.name}=${b.dataset.model}`]}})).url; }
+  catch (e) { alert(e.message); }
+});
+
 // Playground: chat (the answer streams in), blind A/B and votes.
 let history = [];
 function bubble(role, text) {

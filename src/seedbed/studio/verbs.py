@@ -16,7 +16,9 @@ from pathlib import Path
 import yaml
 
 from seedbed.errors import RecipeError
-from seedbed.recipe import DataRecipe, DistillRecipe, EvalRecipe, FinetuneRecipe, QuantizeRecipe, Stage, validate
+from seedbed.recipe import (
+    DataRecipe, DistillRecipe, EvalRecipe, FinetuneRecipe, QuantizeRecipe, ServeRecipe, Stage, validate,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class Verb:
     recipe: type[Stage]
     section: str  # the recipe file's section
     title: str
+    # A service runs until cancelled (a server), beside the queue rather than in it: serving a model must not wait
+    # for a training to end, nor hold up the next one.
+    service: bool = False
 
 
 VERBS = {
@@ -33,6 +38,7 @@ VERBS = {
     "distill": Verb(("distill",), DistillRecipe, "distill", "Distill"),
     "quantize": Verb(("quantize",), QuantizeRecipe, "quantize", "Quantize / export GGUF"),
     "eval": Verb(("eval",), EvalRecipe, "eval", "Evaluate"),
+    "serve": Verb(("serve",), ServeRecipe, "serve", "Serve (OpenAI-compatible)", service=True),
 }
 
 
