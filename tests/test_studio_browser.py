@@ -22,10 +22,9 @@ from conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra) for browser tests")
-# Slow (~4 min on the shared 2-core machine: three jobs, each a process loading torch, and two model loads):
-# `pytest -m slow tests/test_studio_browser.py`. The fast tests of the same parts are in test_studio_*.py.
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
+# In CI (the acceptance): three jobs, each a process loading torch, and two model loads, kept short: the
+# smallest tiny model, 8 training steps of 64 tokens, 16-token answers. Skips without playwright or chromium.
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
                                  reason="needs Debian's chromium (apt install chromium)")]
 SRC = Path(__file__).parents[1] / "src"
 
@@ -102,6 +101,8 @@ def test_the_lifecycle_in_a_browser(tmp_path, tiny_model):
             page.wait_for_url("**/jobs/*")
             wait_for_job(page, page.url)
             assert page.is_visible("text=report.html")
+            datasheet = page.frame_locator("#datasheet")  # the datasheet, inside the job's page
+            assert datasheet.locator("h1").inner_text().startswith("Datasheet: ")
             shot(page, "prepare")
 
             # Jobs: a LoRA job from the form, which shows its command; the page closes, the studio restarts.
@@ -110,6 +111,7 @@ def test_the_lifecycle_in_a_browser(tmp_path, tiny_model):
                       "&truthfulness_questions=0")
             page.goto(f"{base}/jobs/new?verb=finetune&{fields}")
             page.wait_for_function("document.getElementById('recipe-command').textContent.includes('--max-steps 8')")
+            assert "training time" in page.inner_text("#recipe-estimate")  # the estimate, before it starts
             page.click("#submit-job")
             page.wait_for_url("**/jobs/*")
             job_url = page.url
