@@ -136,6 +136,12 @@ def test_the_lifecycle_in_a_browser(tmp_path, tiny_model):
             page.click("#chat-send")
             page.wait_for_selector(".turn.assistant[data-done]", timeout=120_000)
             assert page.locator("#chat-log .error").count() == 0
+            page.check("#chat-json")  # JSON mode: constrained decoding, so even noise starts as a JSON object
+            page.fill("#chat-input", "Answer in JSON.")
+            page.click("#chat-send")
+            page.wait_for_selector(".turn.assistant:nth-child(4)[data-done]")
+            assert page.locator(".turn.assistant").nth(1).locator("span").inner_text().startswith("{")
+            page.uncheck("#chat-json")
             page.select_option("#ab-model-1", "runs/sums-lora")
             page.select_option("#ab-model-2", str(tiny_model))
             assert page.is_visible("#no-votes")

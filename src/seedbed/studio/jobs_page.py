@@ -57,6 +57,7 @@ def served_url(s, job: Job) -> str | None:
         return None
     recipe = json.loads(job.recipe)
     host = "127.0.0.1" if recipe["host"] in ("0.0.0.0", "::", "") else recipe["host"]
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     return f"http://{host}:{recipe['port']}/v1"
 
 
