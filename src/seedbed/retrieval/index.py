@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seedbed.atomic import check_apart
 from seedbed.errors import RetrievalError
 from seedbed.retrieval.chunking import CHUNK_SIZE, OVERLAP
 from seedbed.retrieval import documents
@@ -63,6 +64,8 @@ def build_index(paths: list[str], out: str, chunk_size: int = CHUNK_SIZE, overla
     IndexReport(added_files=12, replaced_files=0, unchanged_files=0, removed_files=0, chunks=57, seconds=3.1)
     """
     started = time.perf_counter()
+    # The index is updated in place (its index.json says it is one), so only the first half of the output rule.
+    check_apart(out, paths)
     scan = scan_files(paths)  # a missing path or unsupported file fails before anything is written
     files = scan.files
     outcomes: Counter[str] = Counter()
