@@ -131,6 +131,8 @@ def test_eval_compare_demo_and_index_refuse_an_out_over_around_or_inside_their_i
           "--no-model-card", "--quiet", "--out", str(model)], "is the input"),
         (["eval", "--models", f"t={tiny_model}", "--data", str(held), "--shots", "0", "--max-new-tokens", "4",
           "--no-model-card", "--quiet", "--out", str(runs)], "contains the input"),
+        (["eval", "--judge", "http://127.0.0.1:9/v1", "--models", "a=gemma-3-270m", "--models", f"b={model}",
+          "--quiet", "--out", str(model)], "is the input"),  # its answer cache goes into --out as it runs
         (["compare", f"t={model}", "--data", str(held), "--quiet", "--out", str(model / "cmp")], "is inside the input"),
         (["demo", "--out", str(runs), "--finetune.base", str(model), "--finetune.max-steps", "1",
           "--eval.limit", "2", "--eval.max-new-tokens", "4"], "contains the input"),

@@ -52,13 +52,13 @@ def compare(recipe: CompareRecipe, on_model=None) -> CompareResult:
     names = [n for n, _ in specs]
     if len(set(names)) < len(names):
         raise RecipeError(f"models: names must differ, got {', '.join(names)}")
-    check_output_dir(recipe.out, local_inputs([m for _, m in specs], recipe.data))  # before measuring, not after
     from seedbed.inference import resolve_engine
     from seedbed.models import resolve
 
     for name, model in specs:  # fail now, not after measuring the models before it
         if resolve_engine(model, recipe.engine) == "torch":
             resolve(model)
+    check_output_dir(recipe.out, local_inputs([m for _, m in specs], recipe.data))  # before measuring, not after
     rows = []
     for i, (name, model) in enumerate(specs):
         if on_model:
