@@ -264,8 +264,15 @@ def test_an_index_of_another_embedder_or_shape_is_refused(docs, tmp_path):
         build_index([str(docs)], out, progress=False)
     with pytest.raises(ValueError, match="not a Seedbed index"):
         open_index(str(tmp_path / "elsewhere"))
-    with pytest.raises(ValueError, match="exists and is not a Seedbed index"):
+    with pytest.raises(ValueError, match="is the input"):
         build_index([str(docs)], str(docs), progress=False)  # --out pointed at the documents by mistake
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="exists and is not a Seedbed index"):
+        build_index([str(docs)], str(tmp_path / "other"), progress=False)
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        build_index([str(docs)], str(tmp_path / "other" / "thesis.tex"), progress=False)
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["thesis.tex"]
 
 
 def test_an_interrupted_update_is_repaired_on_open(docs, tmp_path):

@@ -28,7 +28,7 @@ from seedbed.errors import RetrievalError
 from seedbed.retrieval.chunking import CHUNK_SIZE, OVERLAP
 from seedbed.retrieval import documents
 from seedbed.retrieval.documents import Document, read_file, scan_files
-from seedbed.retrieval.store import EMBED_BATCH, WRITER_LOCK, Store
+from seedbed.retrieval.store import EMBED_BATCH, WRITER_LOCK, Store, foreign_directory
 
 SAVE_EVERY_S = 60  # a long build checkpoints its vectors this often, so an interrupted one resumes cheaply
 
@@ -53,7 +53,7 @@ class IndexReport:
             ("link(s) pointing out of the indexed folder (index the target itself to include it)", self.links_out),
             (f"file(s) over {documents.MAX_FILE_BYTES:,} bytes (split them to include them)", self.too_large)) if files)
 
-    __rich__ = __str__  # `console.print(report)` shows the one-line summary
+    __rich__ = __str__  # `console.print(report)` shows the summary line, and what was left out
 
 
 def build_index(paths: list[str], out: str, chunk_size: int = CHUNK_SIZE, overlap: int = OVERLAP,
@@ -140,11 +140,12 @@ def writer_lock(out: str, create: bool) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     directory = Path(out)
-    if create:
-        directory.mkdir(parents=True, exist_ok=True)
-    elif not directory.is_dir():
-        yield  # nothing to lock: opening the Store says it is not an index
+    if directory.exists() and not directory.is_dir():
+        raise RetrievalError(f"{out}: exists and is not a directory; choose another --out for the index")
+    if foreign_directory(directory) or not (create or directory.is_dir()):
+        yield  # no lock file left in someone else's folder: opening the Store says it is not an index
         return
+    directory.mkdir(parents=True, exist_ok=True)
     lock = FileLock(directory / WRITER_LOCK)
     try:
         lock.acquire(timeout=0)

@@ -278,13 +278,19 @@ def _open_settings(directory: Path, chunk_size: int | None, overlap: int | None)
     if chunk_size is None or overlap is None:
         raise RetrievalError(f"{directory}: not a Seedbed index (build one with: seedbed index FILES --out {directory})")
     chunk_text("", chunk_size, overlap)  # reject impossible settings before creating anything
-    if directory.is_dir() and any(p.name != WRITER_LOCK for p in directory.iterdir()):
+    if foreign_directory(directory):
         raise RetrievalError(f"{directory}: exists and is not a Seedbed index; choose a new or empty directory")
     settings = {"format": FORMAT, "embedder": MODEL_NAME, "dimension": DIMENSION, "chunk_size": chunk_size,
                 "overlap": overlap, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(meta_path, json.dumps(settings, indent=2) + "\n")
     return settings
+
+
+def foreign_directory(directory: Path) -> bool:
+    """Whether `directory` holds files but is no Seedbed index: an index is never built into it, nor its lock."""
+    return (directory.is_dir() and not (directory / "index.json").is_file()
+            and any(p.name != WRITER_LOCK for p in directory.iterdir()))
 
 
 def _batches(changed: list[tuple], max_chunks: int):
