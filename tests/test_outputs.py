@@ -144,7 +144,7 @@ def test_eval_compare_demo_and_index_refuse_an_out_over_around_or_inside_their_i
         assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before, args[0]
 
 
-def test_eval_replaces_its_own_results_whole_and_refuses_a_foreign_directory(tiny_model, tmp_path):
+def test_eval_writes_again_into_its_own_results_but_refuses_a_foreign_directory(tiny_model, tmp_path):
     from seedbed.evaluate import evaluate
     from seedbed.recipe import EvalRecipe
 
@@ -154,9 +154,8 @@ def test_eval_replaces_its_own_results_whole_and_refuses_a_foreign_directory(tin
                         quiet=True, out=str(out))
     evaluate(recipe)
     assert (out / OWNER_MARKER).is_file() and (out / "results.json").is_file()
-    (out / "likelihood.jsonl").write_text("from an earlier eval with --likelihood\n")
-    evaluate(recipe)  # this eval's files only: nothing of the last one's left to be read as this one's
-    assert not (out / "likelihood.jsonl").exists() and json.loads((out / "results.json").read_text())["n_questions"] == 3
+    evaluate(recipe)  # its own directory: written again
+    assert json.loads((out / "results.json").read_text())["n_questions"] == 3
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")

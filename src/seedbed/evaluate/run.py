@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from seedbed.atomic import atomic_dir, atomic_write_text, check_output_dir, local_inputs
+from seedbed.atomic import atomic_write_text, check_output_dir, local_inputs, mark_output_dir
 from seedbed.chat import Example, render_prompt
 from seedbed.errors import EvalError
 from seedbed.evaluate.answers import detect_task, is_repetitive, json_object, score_answers
@@ -324,15 +324,11 @@ def likelihood_section(results: list) -> Section:
 def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
     """results.json (the table's numbers), results.md (the tables), answers.jsonl (every answer), likelihood.jsonl
     (every multiple-choice question), report.html (the tables and every answer, to read) and recipe.yaml into
-    `recipe.out`, which is replaced as a whole (`seedbed.atomic.atomic_dir`): it holds this eval's results only, never
-    a mix with an earlier one's."""
-    with atomic_dir(recipe.out, replace=True) as tmp:
-        _write_results_into(tmp, result, recipe)
-
-
-def _write_results_into(out: Path, result: EvalResult, recipe: EvalRecipe) -> None:
+    `recipe.out`, each file atomically. (Not the directory as a whole: `--lm-eval` writes its task files into it
+    during the run, for lm-eval's CLI to reuse.)"""
     from seedbed.evaluate import likelihood
 
+    out = mark_output_dir(recipe.out)
     summary = asdict(result)
     for condition in summary["conditions"]:
         condition.pop("answers")
