@@ -31,6 +31,21 @@ def test_finetune_cli_writes_a_model(tiny_model, tmp_path):
     assert (out / "model.safetensors").is_file() and "validation loss" in result.output
 
 
+def test_a_diverged_run_exits_1_and_says_so(tiny_model, tmp_path):
+    """A run whose loss spiked (lr 1000: step 2's loss is orders of magnitude above the first) is no success: the
+    command exits 1 and says why; a run whose loss goes non-finite stops, naming the step, with a non-zero code."""
+    data = write_jsonl(tmp_path / "train.jsonl", qa_records(40))
+    common = ["--base", str(tiny_model), "--data", str(data), "--method", "full", "--max-steps", "4",
+              "--batch-size", "4", "--warmup", "0", "--logging-steps", "1", "--eval-steps", "2", "--quiet"]
+    spiked = runner.invoke(app, ["finetune", *common, "--lr", "1000", "--out", str(tmp_path / "spike")])
+    assert spiked.exit_code == 1, spiked.output
+    assert "Diverged" in spiked.output and "lower --lr" in spiked.output and "Done" not in spiked.output
+    nan = runner.invoke(app, ["finetune", *common, "--lr", "1e36", "--out", str(tmp_path / "nan")])
+    assert nan.exit_code not in (0, None) and "diverged at step" in nan.output and "Done" not in nan.output
+    healthy = runner.invoke(app, ["finetune", *common, "--lr", "5e-3", "--out", str(tmp_path / "ok")])
+    assert healthy.exit_code == 0 and "Done" in healthy.output, healthy.output
+
+
 def test_recipe_file_and_flags_combine(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", qa_records(12))
     recipe = tmp_path / "r.yaml"

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request  # module level: the route's annotation mus
 from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
+from seedbed.atomic import mark_output_dir
 from seedbed.cli import app
 from seedbed.errors import DataError, EvalError
 from seedbed.evaluate.judge import Reply, read_verdict
@@ -71,7 +72,7 @@ def setup(tmp_path: Path, names: list[str], n: int, **fields) -> EvalRecipe:
     out = tmp_path / "ab"
     recipe = EvalRecipe(judge="unused", models=[f"{m}=dir/{m}" for m in names], prompts=[str(prompts)],
                         out=str(out), bootstrap=200, batch_size=4, **fields)
-    out.mkdir()
+    mark_output_dir(out)  # as the judged eval that cached these answers left it
     write_jsonl(out / ANSWERS, [
         {"model": m, "spec": f"dir/{m}", "engine": "torch", "max_new_tokens": recipe.max_new_tokens,
          "prompt_id": f"p{i}", "prompt": f"Question {i}?", "answer": f"{m} on p{i} " + "x" * (10 * (k + 1)),

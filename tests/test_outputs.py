@@ -115,3 +115,50 @@ def test_strict_json_writes_no_bare_nan():
     text = strict_json({"loss": float("nan"), "curve": [1.0, float("inf")], "ok": 2.5})
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
         "loss": None, "curve": [1.0, None], "ok": 2.5}
+
+
+def test_eval_compare_demo_and_index_refuse_an_out_over_around_or_inside_their_inputs(tiny_model, tmp_path):
+    """Each fails at once with exit 2 naming the input, and not one file changes (eval used to write its
+    results.md and recipe.yaml into the model directory it was given as --out)."""
+    runs = tmp_path / "runs"
+    model = runs / "tuned"
+    shutil.copytree(tiny_model, model)
+    (runs / "notes.txt").write_text("my notes")
+    held = write_jsonl(runs / "held.jsonl", qa_records(3))
+    before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+    attempts = [
+        (["eval", "--models", f"t={model}", "--data", str(held), "--shots", "0", "--max-new-tokens", "4",
+          "--no-model-card", "--quiet", "--out", str(model)], "is the input"),
+        (["eval", "--models", f"t={tiny_model}", "--data", str(held), "--shots", "0", "--max-new-tokens", "4",
+          "--no-model-card", "--quiet", "--out", str(runs)], "contains the input"),
+        (["eval", "--judge", "http://127.0.0.1:9/v1", "--models", "a=gemma-3-270m", "--models", f"b={model}",
+          "--quiet", "--out", str(model)], "is the input"),  # its answer cache goes into --out as it runs
+        (["compare", f"t={model}", "--data", str(held), "--quiet", "--out", str(model / "cmp")], "is inside the input"),
+        (["demo", "--out", str(runs), "--finetune.base", str(model), "--finetune.max-steps", "1",
+          "--eval.limit", "2", "--eval.max-new-tokens", "4"], "contains the input"),
+        (["index", str(runs), "--out", str(runs / "index")], "is inside the input"),
+    ]
+    for args, how in attempts:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and how in " ".join(result.output.split()), (args[0], result.output)
+        assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before, args[0]
+
+
+def test_eval_writes_again_into_its_own_results_but_refuses_a_foreign_directory(tiny_model, tmp_path):
+    from seedbed.evaluate import evaluate
+    from seedbed.recipe import EvalRecipe
+
+    held = write_jsonl(tmp_path / "held.jsonl", qa_records(3))
+    out = tmp_path / "ev"
+    recipe = EvalRecipe(models=[f"t={tiny_model}"], data=[str(held)], shots=[0], max_new_tokens=4, model_card=False,
+                        quiet=True, out=str(out))
+    evaluate(recipe)
+    assert (out / OWNER_MARKER).is_file() and (out / "results.json").is_file()
+    evaluate(recipe)  # its own directory: written again
+    assert json.loads((out / "results.json").read_text())["n_questions"] == 3
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    with pytest.raises(RecipeError, match="did not write"):
+        evaluate(recipe.model_copy(update={"out": str(foreign)}))
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]

@@ -14,6 +14,7 @@ import pytest
 
 from seedbed.retrieval import Embedder, build_index, open_index, remove_from_index
 from seedbed.retrieval.chunking import chunk_text
+from seedbed.errors import RetrievalError
 from seedbed.retrieval.documents import Document, DocumentError, read_documents
 from seedbed.retrieval.ranking import fts_query
 from seedbed.retrieval.store import Store
@@ -263,8 +264,15 @@ def test_an_index_of_another_embedder_or_shape_is_refused(docs, tmp_path):
         build_index([str(docs)], out, progress=False)
     with pytest.raises(ValueError, match="not a Seedbed index"):
         open_index(str(tmp_path / "elsewhere"))
-    with pytest.raises(ValueError, match="exists and is not a Seedbed index"):
+    with pytest.raises(ValueError, match="is the input"):
         build_index([str(docs)], str(docs), progress=False)  # --out pointed at the documents by mistake
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="exists and is not a Seedbed index"):
+        build_index([str(docs)], str(tmp_path / "other"), progress=False)
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        build_index([str(docs)], str(tmp_path / "other" / "thesis.tex"), progress=False)
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["thesis.tex"]
 
 
 def test_an_interrupted_update_is_repaired_on_open(docs, tmp_path):
@@ -286,7 +294,8 @@ def test_sqlite_schema_is_as_documented(docs, tmp_path):
     columns = {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in ("files", "chunks")}
     assert columns == {"files": ["source", "path", "sha256", "mtime", "n_chunks"],
                        "chunks": ["id", "source", "chunk_no", "start", "end", "text"]}
-    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["chunks.sqlite", "index.json", "vectors.usearch"]
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == [".writer.lock", "chunks.sqlite", "index.json",
+                                                                        "vectors.usearch"]
 
 
 # --- serving ------------------------------------------------------------------------------------------------
@@ -327,7 +336,7 @@ def test_served_answer_cites_the_indexed_document(docs, tmp_path, tiny_model):
         server.should_exit = True
 
 
-def test_links_out_of_the_tree_are_not_indexed_and_huge_files_are_refused(tmp_path, monkeypatch):
+def test_links_out_of_the_tree_and_huge_files_are_left_out_counted_and_named(tmp_path, monkeypatch, embedder):
     from seedbed.retrieval import documents
 
     secret = tmp_path / "home" / "credentials.txt"
@@ -338,7 +347,38 @@ def test_links_out_of_the_tree_are_not_indexed_and_huge_files_are_refused(tmp_pa
     (tree / "guide.md").write_text("How to water seedlings.")
     (tree / "sub" / "creds.txt").symlink_to(secret)  # a link leaving the tree
     (tree / "alias.md").symlink_to(tree / "guide.md")  # a link inside it stays
+    (tree / "log.txt").write_text("x" * 40)  # over the cap set below
+    monkeypatch.setattr(documents, "MAX_FILE_BYTES", 30)
     assert sorted(d.text for d in read_documents([str(tree)])) == ["How to water seedlings."] * 2
-    monkeypatch.setattr(documents, "MAX_FILE_BYTES", 10)
-    with pytest.raises(DocumentError, match=r"\.md: 23 bytes; files over 10 bytes"):
-        read_documents([str(tree)])
+    report = build_index([str(tree)], str(tmp_path / "index"), progress=False, **SMALL)
+    assert report.added_files == 2  # guide.md and alias.md
+    assert report.links_out == [str(tree / "sub" / "creds.txt")] and report.too_large == [str(tree / "log.txt")]
+    shown = str(report)
+    assert "skipped 1 link(s) pointing out of the indexed folder" in shown and "creds.txt" in shown
+    assert "skipped 1 file(s) over 30 bytes" in shown and "log.txt" in shown
+    assert "hunter2" not in json.dumps([h.text for h in open_index(str(tmp_path / "index")).search("aws secret")])
+    with pytest.raises(DocumentError, match=r"log\.txt: 40 bytes; files over 30 bytes"):  # named itself: an error
+        read_documents([str(tree / "log.txt")])
+
+
+def test_a_second_writer_fails_at_once_and_changes_nothing(docs, tmp_path):
+    """Two `seedbed index` runs on one index: while one holds the writer lock (here a child process, as another
+    run would), the second fails with a message naming the index, and the index is as before; once the first is
+    done, the second runs."""
+    import subprocess
+
+    out, first = _build(docs, tmp_path)
+    (docs / "new.md").write_text("Tulips bloom in April in the Keukenhof gardens.")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from filelock import FileLock; "
+                               f"lock = FileLock({out + '/.writer.lock'!r}); lock.acquire(); print('held', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RetrievalError, match="another `seedbed index` is writing this index"):
+            build_index([str(docs)], out, progress=False, **SMALL)
+        with pytest.raises(RetrievalError, match="another `seedbed index` is writing this index"):
+            remove_from_index(out, [str(docs / "reactor.md")])
+        assert open_index(out).chunk_count() == first.chunks and _saved_keys_match_chunk_ids(out)
+    finally:
+        holder.communicate("")  # the first run ends: its lock goes with it
+    assert build_index([str(docs)], out, progress=False, **SMALL).added_files == 1

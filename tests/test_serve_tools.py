@@ -225,3 +225,54 @@ def test_a_tool_loop_keeps_to_one_token_budget_and_the_servers_description(tiny_
     assert len(engine.prompts) == 3  # 5 + 5 tokens leave 2: one more reply, then the budget is spent
     assert done.usage.completion_tokens == 15 and done.choices[0].finish_reason == "stop"
     assert "LURE" not in engine.prompts[0] and "Exact arithmetic: + - * /" in engine.prompts[0]
+
+
+class GatedBackend:
+    """A backend whose replies wait until `gate` is set: requests on it stay in flight as long as a test wants."""
+
+    def __init__(self, inner, gate: threading.Event):
+        self.inner, self.gate = inner, gate
+
+    def __getattr__(self, name):  # tokenizer, max_context, max_batch, ... are the inner backend's
+        return getattr(self.inner, name)
+
+    def decode(self, batch, admit=None):
+        self.gate.wait(60)
+        self.inner.decode(batch, admit)
+
+
+def test_six_slow_tool_requests_hold_up_neither_a_seventh_nor_embeddings(tiny_model):
+    """Tool loops are coroutines: six calculator loops waiting on a slow model hold no thread, so a seventh tool
+    request (to another model) and /v1/embeddings are answered while the six still wait. Each tool loop used to
+    hold a thread of a pool of six (2 cores + 4), and the seventh waited for one of them to finish."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def script(prompt: str) -> str:
+        result = re.search(r"<tool_response>calculator: (.*?)</tool_response>", prompt)
+        if result:
+            return f"The answer is {result.group(1)}."
+        return '<tool_call>{"name": "calculator", "arguments": {"expression": "12*(3+4)"}}</tool_call>'
+
+    gate = threading.Event()
+    slow = Engine("slow", GatedBackend(ScriptedBackend(str(tiny_model), script), gate))
+    server, client = _serve({"slow": slow, "fast": ScriptedEngine(str(tiny_model), script)})
+    ask = {"messages": [{"role": "user", "content": "What is 12 times 7?"}], "tools": [CALCULATOR_SPEC]}
+    pool = ThreadPoolExecutor(6)
+    try:
+        held = [pool.submit(client.chat.completions.create, model="slow", **ask) for _ in range(6)]
+        time.sleep(1.0)  # all six sent and waiting on the slow model (its first batch is blocked at the gate)
+        assert not any(f.done() for f in held)
+        seventh = client.with_options(timeout=15).chat.completions.create(model="fast", **ask)
+        assert seventh.choices[0].message.content == "The answer is 84."
+        embedded = httpx.post(str(client.base_url) + "embeddings", timeout=15,
+                              json={"model": "all-MiniLM-L6-v2", "input": ["seedlings need water"]})
+        assert embedded.status_code == 200 and len(embedded.json()["data"][0]["embedding"]) == 384
+        assert not any(f.done() for f in held)  # answered while the six were still in flight
+        gate.set()
+        assert [f.result(timeout=60).choices[0].message.content for f in held] == ["The answer is 84."] * 6
+    finally:
+        gate.set()
+        pool.shutdown(wait=True)
+        server.should_exit = True

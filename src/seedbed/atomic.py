@@ -7,7 +7,8 @@
 Every write of an output Seedbed produces goes through here: a temporary name in the same directory (so the
 final rename stays on one file system, where it is atomic), then `os.replace` / `rename`.
 
-And one rule for every verb that writes an output directory (quantize, data prepare, finetune, distill):
+And one rule for every verb that writes an output directory (quantize, data prepare, finetune, distill, eval,
+compare, demo; `index`, which updates its index in place, keeps the first half):
 `check_output_dir` refuses an `--out` that is, contains or is inside one of the verb's inputs, and an existing
 `--out` holding files Seedbed did not write. A directory Seedbed wrote carries a marker file (`OWNER_MARKER`); only
 such a directory is ever replaced, and then atomically (`atomic_dir(..., replace=True)`).
@@ -127,7 +128,23 @@ def check_output_dir(out: str | Path, inputs: list[str | Path], field: str = "ou
     seedbed.errors.RecipeError: out: runs/demo contains the input runs/demo/model; choose an --out outside it
     """
     out = Path(out)
-    target = out.resolve()
+    check_apart(out, inputs, field)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise RecipeError(f"{field}: {out} exists and is not a directory; choose another --out")
+    if out.is_dir() and not (out / OWNER_MARKER).is_file() and any(out.iterdir()):
+        raise RecipeError(f"{field}: {out} already holds files Seedbed did not write (no {OWNER_MARKER} in it); "
+                          "choose another --out, or empty it first")
+
+
+def check_apart(out: str | Path, inputs: list[str | Path], field: str = "out") -> None:
+    """Refuse an output directory that is, contains or is inside one of `inputs` (the first half of
+    `check_output_dir`).
+
+    >>> check_apart("docs/index", ["docs"])  # doctest: +SKIP
+    Traceback (most recent call last):
+    seedbed.errors.RecipeError: out: docs/index is inside the input docs; choose an --out apart from every input
+    """
+    target = Path(out).resolve()
     for given in inputs:
         source = Path(given).resolve()
         if target == source:
@@ -139,11 +156,16 @@ def check_output_dir(out: str | Path, inputs: list[str | Path], field: str = "ou
         else:
             continue
         raise RecipeError(f"{field}: {out} {how} the input {given}; choose an --out apart from every input")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise RecipeError(f"{field}: {out} exists and is not a directory; choose another --out")
-    if out.is_dir() and not (out / OWNER_MARKER).is_file() and any(out.iterdir()):
-        raise RecipeError(f"{field}: {out} already holds files Seedbed did not write (no {OWNER_MARKER} in it); "
-                          "choose another --out, or empty it first")
+
+
+def local_inputs(*groups: list[str]) -> list[str]:
+    """The paths in `groups` that name something on disk: a model flag may name a preset (gemma-3-270m) and a data
+    flag a shipped set (seedbed:data/...), which no output can overwrite.
+
+    >>> local_inputs(["runs/demo/model", "gemma-3-270m"], ["heldout.jsonl"])  # doctest: +SKIP
+    ['runs/demo/model', 'heldout.jsonl']
+    """
+    return [path for group in groups for path in group if path and Path(path).exists()]
 
 
 def mark_output_dir(out: str | Path) -> Path:

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from seedbed.atomic import check_output_dir, local_inputs, mark_output_dir
 from seedbed.curate.prepare import prepare
 from seedbed.evaluate import evaluate, markdown_table, write_results
 from seedbed.recipe import DemoRecipe
@@ -55,6 +56,10 @@ def run_demo(recipe: DemoRecipe) -> dict:
     """Run the demo; returns the paths, the curation report and the eval result."""
     started = time.perf_counter()
     out = Path(recipe.out)
+    # Never over, around or inside what it reads; then marked as Seedbed's, since it fills it step by step.
+    check_output_dir(out, local_inputs(recipe.prepare.inputs, recipe.eval.data, recipe.eval.pool,
+                                       [recipe.finetune.base]))
+    mark_output_dir(out)
     data_dir, tuned_dir = out / "data", out / "model"
     base = recipe.finetune.base
     finished = (tuned_dir / "metrics.json").is_file() and not recipe.retrain

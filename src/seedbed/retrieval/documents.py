@@ -34,29 +34,56 @@ class Document:
             object.__setattr__(self, "path", self.source)
 
 
-def find_files(paths: list[str]) -> list[Path]:
-    """The indexable files under `paths`, each once, in a stable order. Hidden files and folders are skipped.
+@dataclass
+class FileScan:
+    """What `scan_files` found: the files to index, and what it left out of the folders it walked (each counted
+    and named in the index report, never dropped without a word)."""
 
-    >>> find_files(["README.md"])  # doctest: +SKIP
+    files: list[Path]
+    links_out: list[Path] = field(default_factory=list)  # links in a folder that point outside it: not followed
+    too_large: list[Path] = field(default_factory=list)  # files in a folder over MAX_FILE_BYTES: not read
+
+
+def scan_files(paths: list[str]) -> FileScan:
+    """The indexable files under `paths`, each once, in a stable order, and what was left out of the folders.
+    Hidden files and folders are skipped. A file named itself is read even if it is a link; one over the size
+    cap is an error.
+
+    >>> scan_files(["README.md"]).files  # doctest: +SKIP
     [PosixPath('README.md')]
     """
+    scan = FileScan([])
     files: dict[Path, None] = {}  # ordered set
     for given in paths:
         path = Path(given)
         if path.is_dir():
             root = path.resolve()
             found = (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-            # A link may point anywhere (~/.aws/credentials); what a folder's files are is what lies inside it.
-            files.update((p, None) for p in sorted(found)
-                         if not _hidden(p.relative_to(path)) and p.resolve().is_relative_to(root))
+            for p in sorted(found):
+                if _hidden(p.relative_to(path)):
+                    continue
+                if not p.resolve().is_relative_to(root):
+                    # A link may point anywhere (~/.aws/credentials); what a folder's files are is what lies inside it.
+                    scan.links_out.append(p)
+                elif p.stat().st_size > MAX_FILE_BYTES:
+                    scan.too_large.append(p)
+                else:
+                    files[p] = None
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
                 raise DocumentError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
                                     f"can index {', '.join(SUFFIXES)}")
+            _check_size(path)
             files[path] = None
         else:
             raise DocumentError(f"{path}: no such file or directory")
-    return list(files)
+    scan.files = list(files)
+    return scan
+
+
+def find_files(paths: list[str]) -> list[Path]:
+    """The indexable files under `paths` (`scan_files`, without what it left out)."""
+    return scan_files(paths).files
 
 
 def read_file(path: Path) -> list[Document]:
@@ -66,9 +93,7 @@ def read_file(path: Path) -> list[Document]:
     [Document(source='notes.md', text='# Notes ...', path='notes.md')]
     """
     suffix = path.suffix.lower()
-    if (size := path.stat().st_size) > MAX_FILE_BYTES:  # read whole: a 40 GB log would exhaust memory first
-        raise DocumentError(f"{path}: {size} bytes; files over {MAX_FILE_BYTES} bytes are not indexed "
-                            "(split it, or leave it out)")
+    _check_size(path)
     if suffix == ".pdf":
         return [Document(str(path), _pdf_text(path))]
     try:
@@ -161,6 +186,12 @@ def _pdf_text(path: Path) -> str:
         return "\n\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
     except Exception as e:  # pypdf raises many types for damaged files
         raise DocumentError(f"{path}: cannot read PDF ({e})") from None
+
+
+def _check_size(path: Path) -> None:
+    if (size := path.stat().st_size) > MAX_FILE_BYTES:  # read whole: a 40 GB log would exhaust memory first
+        raise DocumentError(f"{path}: {size} bytes; files over {MAX_FILE_BYTES} bytes are not indexed "
+                            "(split it, or leave it out)")
 
 
 def _hidden(relative: Path) -> bool:

@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from seedbed.atomic import check_apart
 from seedbed.errors import RetrievalError
 from seedbed.retrieval.chunking import CHUNK_SIZE, OVERLAP
-from seedbed.retrieval.documents import Document, find_files, read_file
-from seedbed.retrieval.store import EMBED_BATCH, Store
+from seedbed.retrieval import documents
+from seedbed.retrieval.documents import Document, read_file, scan_files
+from seedbed.retrieval.store import EMBED_BATCH, WRITER_LOCK, Store, foreign_directory
 
 SAVE_EVERY_S = 60  # a long build checkpoints its vectors this often, so an interrupted one resumes cheaply
 
@@ -39,12 +43,17 @@ class IndexReport:
     removed_files: int  # gone from the given paths since the last build
     chunks: int  # in the whole index afterwards
     seconds: float
+    links_out: list[str] = field(default_factory=list)  # links in a given folder pointing out of it: not followed
+    too_large: list[str] = field(default_factory=list)  # files in a given folder over the size cap: not read
 
     def __str__(self) -> str:
-        return (f"added={self.added_files} replaced={self.replaced_files} unchanged={self.unchanged_files} "
+        line = (f"added={self.added_files} replaced={self.replaced_files} unchanged={self.unchanged_files} "
                 f"removed={self.removed_files} chunks={self.chunks} in {self.seconds:.1f}s")
+        return line + "".join(f"\nskipped {len(files)} {what}: {_names(files)}" for what, files in (
+            ("link(s) pointing out of the indexed folder (index the target itself to include it)", self.links_out),
+            (f"file(s) over {documents.MAX_FILE_BYTES:,} bytes (split them to include them)", self.too_large)) if files)
 
-    __rich__ = __str__  # `console.print(report)` shows the one-line summary
+    __rich__ = __str__  # `console.print(report)` shows the summary line, and what was left out
 
 
 def build_index(paths: list[str], out: str, chunk_size: int = CHUNK_SIZE, overlap: int = OVERLAP,
@@ -55,10 +64,14 @@ def build_index(paths: list[str], out: str, chunk_size: int = CHUNK_SIZE, overla
     IndexReport(added_files=12, replaced_files=0, unchanged_files=0, removed_files=0, chunks=57, seconds=3.1)
     """
     started = time.perf_counter()
-    files = find_files(paths)  # a missing path or unsupported file fails before anything is written
+    # The index is updated in place (its index.json says it is one), so only the first half of the output rule.
+    check_apart(out, paths)
+    scan = scan_files(paths)  # a missing path or unsupported file fails before anything is written
+    files = scan.files
     outcomes: Counter[str] = Counter()
     seen: set[str] = set()
-    with Store(out, chunk_size=chunk_size, overlap=overlap) as store, _progress_bar(progress) as bar:
+    with writer_lock(out, create=True), Store(out, chunk_size=chunk_size, overlap=overlap) as store, \
+            _progress_bar(progress) as bar:
         task = bar.add_task("indexing", total=len(files))
         pending: list[Document] = []
         pending_chars, last_save = 0, time.monotonic()
@@ -83,7 +96,8 @@ def build_index(paths: list[str], out: str, chunk_size: int = CHUNK_SIZE, overla
             store.delete_source(source)
         chunks = store.chunk_count()
     return IndexReport(outcomes["added"], outcomes["replaced"], outcomes["unchanged"], len(gone), chunks,
-                       round(time.perf_counter() - started, 2))
+                       round(time.perf_counter() - started, 2), [str(p) for p in scan.links_out],
+                       [str(p) for p in scan.too_large])
 
 
 def open_index(path: str) -> Store:
@@ -102,7 +116,7 @@ def remove_from_index(out: str, sources: list[str]) -> list[str]:
     >>> remove_from_index("runs/docs-index", ["docs/old.md"])  # doctest: +SKIP
     ['docs/old.md']
     """
-    with Store(out) as store:
+    with writer_lock(out, create=False), Store(out) as store:
         indexed = store.source_paths()
         matched = {item: [s for s, path in indexed.items() if s == item or _within(path, [Path(item).resolve()])]
                    for item in sources}
@@ -112,6 +126,40 @@ def remove_from_index(out: str, sources: list[str]) -> list[str]:
         for source in removed:
             store.delete_source(source)
     return removed
+
+
+@contextmanager
+def writer_lock(out: str, create: bool) -> Iterator[None]:
+    """Hold the index's writer lock (a file lock inside it) while changing it. Two writers at once would each save
+    their own vectors over the other's and leave keys without chunks; the second one fails at once, naming the
+    index, and changes nothing. Readers (`serve --rag`) do not take it. The lock is released by the OS when its
+    process dies, so a killed run leaves none behind.
+
+    >>> with writer_lock("runs/docs-index", create=True): ...  # doctest: +SKIP
+    """
+    from filelock import FileLock, Timeout
+
+    directory = Path(out)
+    if directory.exists() and not directory.is_dir():
+        raise RetrievalError(f"{out}: exists and is not a directory; choose another --out for the index")
+    if foreign_directory(directory) or not (create or directory.is_dir()):
+        yield  # no lock file left in someone else's folder: opening the Store says it is not an index
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(directory / WRITER_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RetrievalError(f"{out}: another `seedbed index` is writing this index right now; wait for it to "
+                             "finish, then run this one again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _names(paths: list[str], shown: int = 5) -> str:
+    return ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
 
 
 def _within(path: str, roots: list[Path]) -> bool:

@@ -1,9 +1,10 @@
-"""The persistent index, a directory of three files:
+"""The persistent index, a directory of three files and a lock:
 
     index.json        what built it: embedder, dimension, chunk size and overlap, format, creation time
     chunks.sqlite     files(source, path, sha256, mtime, n_chunks), chunks(id, source, chunk_no, start, end, text)
                       and chunks_fts, an FTS5 table over the chunk text for BM25
     vectors.usearch   a usearch index (cosine, 384 dimensions) whose keys are the chunk ids
+    .writer.lock      the file lock the one process changing the index holds (`index.writer_lock`)
 
 SQLite is the record: each document is replaced in one transaction, and chunk ids are never reused
 (AUTOINCREMENT), so a vector key can only ever mean one chunk. The vectors are saved atomically (temp file, then
@@ -35,6 +36,7 @@ FORMAT = 1  # bump when the files' layout changes; an index of another format is
 CANDIDATES = 50  # per retriever, before fusion
 EXACT_SEARCH_UP_TO = 50_000  # vectors; below this brute force is milliseconds and has perfect recall, above: HNSW
 EMBED_BATCH = 256  # chunks embedded per call while indexing
+WRITER_LOCK = ".writer.lock"  # held by the one process changing the index (`index.writer_lock`)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (source TEXT PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, mtime REAL,
@@ -276,13 +278,19 @@ def _open_settings(directory: Path, chunk_size: int | None, overlap: int | None)
     if chunk_size is None or overlap is None:
         raise RetrievalError(f"{directory}: not a Seedbed index (build one with: seedbed index FILES --out {directory})")
     chunk_text("", chunk_size, overlap)  # reject impossible settings before creating anything
-    if directory.is_dir() and any(directory.iterdir()):
+    if foreign_directory(directory):
         raise RetrievalError(f"{directory}: exists and is not a Seedbed index; choose a new or empty directory")
     settings = {"format": FORMAT, "embedder": MODEL_NAME, "dimension": DIMENSION, "chunk_size": chunk_size,
                 "overlap": overlap, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(meta_path, json.dumps(settings, indent=2) + "\n")
     return settings
+
+
+def foreign_directory(directory: Path) -> bool:
+    """Whether `directory` holds files but is no Seedbed index: an index is never built into it, nor its lock."""
+    return (directory.is_dir() and not (directory / "index.json").is_file()
+            and any(p.name != WRITER_LOCK for p in directory.iterdir()))
 
 
 def _batches(changed: list[tuple], max_chunks: int):
