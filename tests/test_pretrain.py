@@ -124,3 +124,12 @@ def test_bad_input_is_named(tmp_path):
         pretrain(PretrainRecipe(data=[str(tmp_path / "table.csv")], out=str(tmp_path / "y"), max_steps=2, **TINY))
     with pytest.raises(RecipeError, match="heads"):
         pretrain(PretrainRecipe(data=[str(bad)], out=str(tmp_path / "z"), max_steps=2, **{**TINY, "heads": 3}))
+
+
+def test_validation_batches_divide_the_blocks_under_several_processes():
+    """Padding a validation batch with blocks from the start would count them in its mean (test_distributed)."""
+    from seedbed.pretrain.run import per_device_eval_batch
+
+    assert per_device_eval_batch(4, 5, 1) == 4  # one process: the last batch is short, and weighted as such
+    assert per_device_eval_batch(4, 5, 2) == 1 and per_device_eval_batch(8, 84, 2) == 7
+    assert per_device_eval_batch(4, 0, 2) == 4

@@ -300,12 +300,16 @@ def distill_cmd(recipe: DistillRecipe):
     of Gemma 3 270M's parameters).
     Example: seedbed distill --teacher runs/my-model --student narrow-half --data train.jsonl --out runs/student
     """
+    if relaunched(recipe):
+        return
     from seedbed.train.distill import distill
 
     result = distill(recipe)
     m = result.metrics
     if "stopped_at_step" in m:
         console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed distill --out {result.out} --resume")
+        return
+    if not m:  # a worker process of a multi-process run: the main one reports
         return
     warn_if_diverged(m)
     console.print(f"[green]Done.[/green] Student, recipe.yaml, metrics.json and model card in {result.out}")

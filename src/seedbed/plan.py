@@ -32,14 +32,17 @@ CHARS_PER_TOKEN = 4  # English text and a BPE vocabulary: about 4 characters a t
 # USD per hour are assumed on-demand prices (the $2.50/H100-hour of seedbed.train.lineage; the others scaled from
 # typical 2025-26 cloud lists) - give --cost-per-hour for yours. "cpu-2core" is measured, not a datasheet number:
 # `seedbed pretrain` on the demo recipe (recipes/pretrain-cpu.yaml) on the 2-core AMD EPYC this project is built on
-# reached 6·N·tokens/s of about 3e9 FLOP/s (BENCHMARKS.md, "Pretraining from scratch"), so its MFU is 1.
+# does 6·N·tokens per CPU-second of about 2.9e10 FLOP on one thread (BENCHMARKS.md, "Pretraining from scratch";
+# CPU-seconds, as the machine is shared), so its MFU is 1. One core's rate, as two threads' gain on an idle machine
+# is unmeasured: a plan for 2 cores is on the safe side. (The 3e9 once here was two threads' wall-clock rate on
+# the loaded machine, where they spend most of their CPU waiting for each other.)
 HARDWARE = {
     "h100": {"flops_per_s": 989e12, "mfu": 0.4, "usd_per_hour": 2.50, "source": "NVIDIA H100 SXM datasheet, dense BF16"},
     "h200": {"flops_per_s": 989e12, "mfu": 0.4, "usd_per_hour": 3.50, "source": "NVIDIA H200 datasheet, dense BF16 (the H100's compute)"},
     "a100": {"flops_per_s": 312e12, "mfu": 0.4, "usd_per_hour": 1.50, "source": "NVIDIA A100 datasheet, dense BF16"},
     "l4": {"flops_per_s": 121e12, "mfu": 0.4, "usd_per_hour": 0.80, "source": "NVIDIA L4 datasheet, dense BF16"},
     "rtx4090": {"flops_per_s": 165e12, "mfu": 0.4, "usd_per_hour": 0.40, "source": "NVIDIA Ada whitepaper, BF16 with FP32 accumulate"},
-    "cpu-2core": {"flops_per_s": 3e9, "mfu": 1.0, "usd_per_hour": 0.10, "source": "measured: seedbed pretrain, 2-core AMD EPYC (BENCHMARKS.md)"},
+    "cpu-2core": {"flops_per_s": 2.9e10, "mfu": 1.0, "usd_per_hour": 0.10, "source": "measured: seedbed pretrain, 2-core AMD EPYC (BENCHMARKS.md)"},
 }
 
 # Vocabulary sizes tried, largest first: 32,000 as Llama 2, down to 512 for models of a few hundred thousand

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import torch
 
-from seedbed.atomic import atomic_dir, atomic_write_text
+from seedbed.atomic import atomic_dir, atomic_write_text, mark_output_dir
 from seedbed.errors import RecipeError, SeedbedError
 from seedbed.recipe import PretrainRecipe, save_recipe
 from seedbed.pretrain import card
 from seedbed.pretrain.text import TextData, TextFile, all_documents, packed_blocks, text_files
 from seedbed.train import callbacks as cb
 from seedbed.train import lineage
+from seedbed.train.launch import process_state
 from seedbed.train.tracking import mlflow_run
 from seedbed.train.trainer import (
     CHECKPOINTS, answer_only_trainer_class, build_trainer, resolve_precision, run_metrics, save_model_dir, sft_config,
@@ -53,16 +54,17 @@ def pretrain(recipe: PretrainRecipe, callbacks: list | None = None) -> PretrainR
     >>> pretrain(PretrainRecipe(data=["shakespeare.txt"], out="runs/p", max_steps=200))  # doctest: +SKIP
     PretrainResult(out=PosixPath('runs/p'), metrics={...})
     """
-    from accelerate import PartialState
-
-    state = PartialState()  # the process group `accelerate launch` set up, or this process alone
-    recipe, resume_from = start_or_resume(recipe, "pretrain")
-    check_shape(recipe)
-    per_device = per_device_batch(recipe, state.num_processes)
-    out = Path(recipe.out)
-    with state.main_process_first():  # the main process learns and packs; the others then read what it wrote
+    state = process_state()  # the process group `accelerate launch` set up, or this process alone
+    # The main process checks `out`, learns the tokenizer and packs the blocks; the others then check what it left
+    # (its own files, marked) and read what it wrote. Were they to go together, the first to write would make the
+    # others refuse `out` as holding files Seedbed did not write, or race it to the same files.
+    with state.main_process_first():
+        recipe, resume_from = start_or_resume(recipe, "pretrain")
+        check_shape(recipe)
+        per_device = per_device_batch(recipe, state.num_processes)
+        out = Path(recipe.out)
         if state.is_main_process:
-            out.mkdir(parents=True, exist_ok=True)
+            mark_output_dir(out)
             save_recipe(recipe.model_copy(update={"resume": False}), out / "recipe.yaml", "pretrain")
             prepare_tokenizer(recipe, out)
             prepare_blocks(recipe, out)
@@ -82,6 +84,7 @@ def pretrain(recipe: PretrainRecipe, callbacks: list | None = None) -> PretrainR
     dtype, precision_flags = resolve_precision(recipe.precision)
     config = sft_config(
         recipe.model_copy(update={"batch_size": per_device}), out, has_val=len(val) > 0,
+        eval_batch_size=per_device_eval_batch(per_device, len(val), state.num_processes),
         resumed=resume_from is not None, precision_flags=precision_flags, save_total_limit=recipe.save_total_limit,
         dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized and packed to max_length
         # The blocks were shuffled once, seeded, when packed: read in that order, step k sees the same blocks
@@ -146,6 +149,21 @@ def per_device_batch(recipe: PretrainRecipe, processes: int) -> int:
         raise RecipeError(f"batch_size: {recipe.batch_size} sequences do not split evenly over {processes} processes "
                           f"x {recipe.grad_accum} accumulation steps")
     return recipe.batch_size // per_step
+
+
+def per_device_eval_batch(per_device: int, validation_blocks: int, processes: int) -> int:
+    """Validation blocks each process takes per batch: under several processes, a divisor of the block count.
+
+    The Trainer averages each process's batch loss and weights it by the batch's size. When the blocks do not fill
+    the last batch, accelerate pads it with blocks from the start (so that every process takes a batch) and later
+    drops the padding's share of the gathered losses; a block padded into a batch with real ones is counted in
+    that batch's mean anyway, so the validation loss would depend on the process count (5 blocks in batches of 4
+    under 2 processes: 5.731 against 5.737 under 1). Batches that divide the blocks pad only with whole batches,
+    which are dropped exactly.
+    """
+    if processes == 1 or validation_blocks == 0:
+        return per_device
+    return max(b for b in range(1, per_device + 1) if validation_blocks % b == 0)
 
 
 def prepare_tokenizer(recipe: PretrainRecipe, out: Path):

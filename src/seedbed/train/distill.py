@@ -35,6 +35,7 @@ from seedbed.models import load_model, load_tokenizer
 from seedbed.recipe import DistillRecipe, save_recipe
 from seedbed.train import callbacks as cb
 from seedbed.train import lineage, truthfulness
+from seedbed.train.launch import process_state
 from seedbed.train.student import build_student, count_parameters, parse_preset
 from seedbed.train.trainer import (
     CHECKPOINTS, answer_only_trainer_class, build_features, build_trainer, prepare_template_tokens, read_splits,
@@ -97,9 +98,16 @@ def distill_trainer_class():
             loss, parts = distillation_loss(model, self.teacher, inputs, self.temperature, self.alpha,
                                             num_items_in_batch)
             mode = "train" if model.training else "eval"
+            processes = self.accelerator.num_processes
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                # As answer_only_trainer_class: num_items_in_batch counts every process's answer tokens and DDP
+                # averages the gradients over processes, so each process's share is scaled back up.
+                loss = loss * processes
             # SFTTrainer.log averages these over the logging (or eval) window: `kl`/`ce` and `eval_kl`/`eval_ce`.
-            # Scaled by the accumulation count like the loss, so each step's value is its per-token mean.
-            scale = self.args.gradient_accumulation_steps if mode == "train" and num_items_in_batch is not None else 1
+            # Scaled by the accumulation count (and process count) like the loss, so each step's value is a
+            # per-token mean (under several processes, the main process's tokens').
+            scale = (self.args.gradient_accumulation_steps * processes
+                     if mode == "train" and num_items_in_batch is not None else 1)
             self._metrics[mode]["kl"].append(parts["kl"].item() * scale)
             self._metrics[mode]["ce"].append(parts["ce"].item() * scale)
             return (loss, {"logits": parts["logits"]}) if return_outputs else loss
@@ -208,7 +216,9 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
     """
     if not recipe.resume and not recipe.teacher:
         raise RecipeError("teacher: give the model to distil (--teacher MODEL)")
-    recipe, resume_from = start_or_resume(recipe, "distill", model_fields=("teacher", "student"))
+    state = process_state()  # the process group `accelerate launch` set up (--num-processes), or this process alone
+    with state.main_process_first():  # the main process checks `out` (and, resuming, cleans it) before the others
+        recipe, resume_from = start_or_resume(recipe, "distill", model_fields=("teacher", "student"))
     out = Path(recipe.out)
     torch.manual_seed(recipe.seed)
     data, train_examples, val_examples, not_sampled = read_splits(recipe)
@@ -222,13 +232,15 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
     if teacher is not None and precision_flags["bf16"]:
         teacher = teacher.to(torch.bfloat16)  # the dtype the student computes in under bf16 autocast
 
-    mark_output_dir(out)
-    save_recipe(recipe.model_copy(update={"resume": False}), out / "recipe.yaml", "distill")
+    if state.is_main_process:
+        mark_output_dir(out)
+        save_recipe(recipe.model_copy(update={"resume": False}), out / "recipe.yaml", "distill")
     if recipe.mode == "sequence":
         chats = [e for e in train_examples if e.is_chat]
         if not chats:
             raise RecipeError("data: sequence distillation needs prompts (chat or instruction records), not raw text")
-        answers = teacher_answers(recipe, chats, out, teacher, teacher_tokenizer)
+        with state.main_process_first():  # the main process asks the teacher; the others read its answers' file
+            answers = teacher_answers(recipe, chats, out, teacher, teacher_tokenizer)
         # Kim & Rush 2016: the student learns the teacher's answers. Validation keeps the data's own answers, so
         # the validation loss says how well the student answers, not only how well it imitates.
         train_examples = [
@@ -258,9 +270,11 @@ def distill(recipe: DistillRecipe, callbacks: list | None = None) -> DistillResu
                             train_features=train_features, val_features=val_features, callbacks=progress)
 
     result = trainer.train(resume_from_checkpoint=resume_from)
+    if trainer.state.global_step < trainer.state.max_steps:  # a callback stopped it: checkpoints stay to resume
+        return DistillResult(out, {"stopped_at_step": trainer.state.global_step})
+    if not state.is_main_process:  # under `accelerate launch` one process writes (seedbed.train.launch)
+        return DistillResult(out, {})
     state = trainer.state
-    if state.global_step < state.max_steps:  # stopped early (a callback asked): leave checkpoints to resume
-        return DistillResult(out, {"stopped_at_step": state.global_step})
     save_model_dir(trainer.model, tokenizer, out)
 
     student_params = count_parameters(trainer.model)

@@ -26,6 +26,21 @@ def launched() -> bool:
     return LAUNCHED in os.environ or "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def process_state():
+    """This process's place in the group `accelerate launch` started (accelerate's `PartialState`), or alone.
+
+    On a machine without a GPU, a bare `PartialState()` reports one process (DistributedType.NO) even under the
+    launcher: only `cpu=True` makes it join the gloo group, as the Trainer does with `use_cpu`. Without it each
+    process took itself for the main one and the whole batch for its own (issue 16: two processes trained on twice
+    the global batch, and both wrote the tokenizer and blocks).
+    """
+    from accelerate import PartialState  # here, not at the top: `seedbed --help` imports this module, not torch
+
+    from seedbed.models import default_device
+
+    return PartialState(cpu=default_device() == "cpu")
+
+
 def launch_command(num_processes: int, argv: list[str]) -> list[str]:
     """`accelerate launch` running `seedbed ARGV` in `num_processes` processes on this machine."""
     with socket.socket() as s:  # a free port for the processes' rendezvous: never a fixed one others may hold

@@ -293,14 +293,15 @@ def read_splits(recipe: TrainArgs):
     return data, train_examples, val_examples, not_sampled
 
 
-def sft_config(recipe: TrainArgs, out: Path, *, has_val: bool, resumed: bool, precision_flags: dict, **extra):
+def sft_config(recipe: TrainArgs, out: Path, *, has_val: bool, resumed: bool, precision_flags: dict,
+               eval_batch_size: int | None = None, **extra):
     """TRL's SFTConfig from the fields every training recipe has; `extra` adds stage-specific settings."""
     from trl import SFTConfig
 
     return SFTConfig(
         output_dir=str(out / CHECKPOINTS),
         per_device_train_batch_size=recipe.batch_size,
-        per_device_eval_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=eval_batch_size or recipe.batch_size,
         gradient_accumulation_steps=recipe.grad_accum,
         learning_rate=recipe.lr,
         lr_scheduler_type=recipe.scheduler,
