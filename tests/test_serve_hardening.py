@@ -108,14 +108,24 @@ def test_a_row_that_fails_fails_alone(engine):
         results = await asyncio.gather(engine.complete(bad), engine.complete(good), return_exceptions=True)
         return results, good
 
-    seen = []
+    seen = []  # per decode call: the rows it started with, then those that joined the running batch
     original = engine.backend.decode
-    engine.backend.decode = lambda batch: (seen.append(len(batch)), original(batch))[1]
+
+    def counted(batch, admit=None):
+        seen.append(len(batch))
+
+        def joining(*args):
+            joined = admit(*args)
+            seen[-1] += len(joined)
+            return joined
+        return original(batch, joining if admit is not None else None)
+
+    engine.backend.decode = counted
     try:
         (failed, answered), good = asyncio.run(both())
     finally:
         del engine.backend.decode  # the class's method again
-    assert seen == [2]  # they shared one batch
+    assert seen == [2]  # they shared one running batch (together from the start, or the second joined)
     assert isinstance(failed, ZeroDivisionError)
     assert isinstance(answered, str) and good.finish_reason in ("stop", "length") and good.completion_tokens > 0
 

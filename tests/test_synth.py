@@ -189,7 +189,9 @@ def test_seedbed_serve_as_the_teacher(tiny_model, tmp_path):
 
     config = ServerConfig({"tiny": Engine("tiny", load(str(tiny_model)))})
     with running_server(create_app(config)) as url:
-        result = synth(SynthRecipe(teacher_url=url, target=2, max_rounds=3, min_words=1, max_tokens=48,
+        # 3 tasks in the prompt: the tiny model reads 2,048 tokens, and its small BPE spends many on each task
+        result = synth(SynthRecipe(teacher_url=url, target=2, max_rounds=3, min_words=1, max_tokens=48, prompt_tasks=3,
+                                   prompt_machine_tasks=1,
                                    answer_max_tokens=16, out=str(tmp_path / "s"), requests_per_s=0, quiet=True))
     r = result.report
     assert r["teacher"]["model"] == "tiny" and r["rounds"] >= 1
