@@ -282,6 +282,7 @@ def test_a_shared_prefix_is_evaluated_once(tiny_llama):
     before = prompt_tokens_evaluated(tiny_llama), tiny_llama.prompt_tokens_evaluated
     decode_texts(tiny_llama, [first])
     assert prompt_tokens_evaluated(tiny_llama) - before[0] == len(first)  # from an empty cache: all of it
+    assert tiny_llama.prompt_tokens_evaluated - before[1] == len(first)
     middle = prompt_tokens_evaluated(tiny_llama), tiny_llama.prompt_tokens_evaluated
     (answer,) = decode_texts(tiny_llama, [second])
     assert prompt_tokens_evaluated(tiny_llama) - middle[0] == len(second) - shared
