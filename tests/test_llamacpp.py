@@ -293,6 +293,27 @@ def test_a_shared_prefix_is_evaluated_once(tiny_llama):
     assert tiny_llama.prompt_tokens_evaluated - again[1] == 1
 
 
+def test_requests_arriving_together_evaluate_their_shared_prefix_once(tiny_llama):
+    """Three requests with one long system prompt in the same batch: the first evaluates it, the others wait a step
+    and borrow it; all three answer as they do alone."""
+    from seedbed.inference.kv_slots import common_prefix
+
+    system = "You answer questions about the city of Paris. " * 12
+    prompts = tiny_prompts(tiny_llama, ["Where is Paris?", "Name a colour.", "Why?"], system)
+    shared = min(next(i for i, (a, b) in enumerate(zip(prompts[0], p)) if a != b) for p in prompts[1:])
+    assert shared > 100
+    alone = []
+    for p in prompts:
+        tiny_llama.slots.clear()
+        alone += decode_texts(tiny_llama, [p])
+    tiny_llama.slots.clear()
+    before = tiny_llama.prompt_tokens_evaluated
+    assert decode_texts(tiny_llama, prompts) == alone
+    borrowed = [max(common_prefix(p, q) for q in prompts[:i]) for i, p in enumerate(prompts) if i]
+    assert min(borrowed) >= shared
+    assert tiny_llama.prompt_tokens_evaluated - before == sum(len(p) for p in prompts) - sum(borrowed)
+
+
 def test_requests_that_do_not_fit_the_cache_wait_their_turn(tiny_gguf_dir, tiny_llama):
     """A cache of 256 cells (llama.cpp's smallest) holds two of these requests (prompt + 90 tokens each) at a time:
     the others wait for a running one's cells, and every answer is still the one decoded alone."""

@@ -6,7 +6,9 @@ sequence id). When it starts, the slot whose cached tokens share the longest pre
 `llama_memory_seq_cp` makes those KV cells the new sequence's too (in a unified cache the cells are shared, no data
 is copied), and only the rest of the prompt is evaluated. A slot keeps its cells after its request ends, so the
 next request with the same system prompt, few-shot examples or retrieved context skips them; a free slot's cells
-are dropped, least recently used first, when the cache needs the room.
+are dropped, least recently used first, when the cache needs the room. Requests that arrive together share too:
+one whose prompt begins with at least `SHARE_AT_LEAST` tokens that a running request is about to evaluate waits
+until they are in the cache (a step or so) and then borrows them, rather than evaluating them again beside it.
 
 Room is counted, not discovered: every running request reserves its prompt plus its most new tokens, and free
 slots' cached tokens count until dropped, so the sum never exceeds the cache and `llama_decode` never runs out of
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+SHARE_AT_LEAST = 64  # tokens of a prefix being evaluated worth waiting a step for (a template's header is not)
+
 
 @dataclass
 class Slot:
@@ -33,6 +37,7 @@ class Slot:
 
     seq: int
     tokens: list[int] = field(default_factory=list)
+    planned: list[int] = field(default_factory=list)  # the running request's prompt: what `tokens` will hold
     reserved: int = 0
     released: int = 0  # when its last request ended: free slots are reused and dropped oldest first
 
@@ -70,6 +75,10 @@ class KvSlots:
             if n > common or (n == common and n and slot.free and not source.free):
                 source, common = slot, n
         common = min(common, len(prompt) - 1)
+        coming = max((min(common_prefix(s.planned, prompt), len(prompt) - 1) for s in self.slots if not s.free),
+                     default=0)
+        if not force and coming - common >= SHARE_AT_LEAST:
+            return None  # a running request is evaluating this prefix now: borrow it once it is in the cache
         if common > 0 and source.free:
             target = source
             self.context.kv_cache_seq_rm(target.seq, common, -1)
@@ -78,7 +87,7 @@ class KvSlots:
             self.context.kv_cache_seq_rm(target.seq, 0, -1)
             if common > 0:
                 self.context.kv_cache_seq_cp(source.seq, target.seq, 0, common)
-        target.tokens = list(prompt[:common])
+        target.tokens, target.planned = list(prompt[:common]), list(prompt)
         target.reserved = max(1, reserve)
         for slot in sorted((s for s in self.slots if s.free and s.tokens), key=lambda s: s.released):
             if self.reserved + self.cached() <= self.cells:
@@ -89,7 +98,7 @@ class KvSlots:
     def release(self, slot: Slot) -> None:
         """The slot's request ended; its cells stay cached for the next prompt that shares them."""
         self.clock += 1
-        slot.reserved, slot.released = 0, self.clock
+        slot.reserved, slot.released, slot.planned = 0, self.clock, []
 
     def drop(self, slot: Slot) -> None:
         self.context.kv_cache_seq_rm(slot.seq, 0, -1)
@@ -99,7 +108,7 @@ class KvSlots:
         """Forget every cached token (scoring uses the whole cache)."""
         self.context.kv_cache_clear()
         for slot in self.slots:
-            slot.tokens, slot.reserved = [], 0
+            slot.tokens, slot.reserved, slot.planned = [], 0, []
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
