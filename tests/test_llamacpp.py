@@ -213,13 +213,135 @@ def test_tiny_llama_gguf_equals_torch(tiny_model, tiny_gguf_dir):
 
 
 
+# --- concurrent requests and shared prefixes (llama.cpp sequences as slots) --------------------------------------
+
+QUESTIONS = ["Hi", "What is two plus three?", "Name a colour.", "Where is Paris?", "Tell me a story.", "Why?"]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_gguf_dir):
+    return LlamaCppBackend(str(tiny_gguf_dir), n_threads=1)
+
+
+def tiny_prompts(llama, questions, system=None):
+    from seedbed.chat import render_prompt
+
+    head = [{"role": "system", "content": system}] if system else []
+    return [llama.tokenizer(render_prompt(llama.tokenizer, head + [{"role": "user", "content": q}]),
+                            add_special_tokens=False)["input_ids"] for q in questions]
+
+
+def decode_texts(llama, prompts, max_tokens=16, admit=None):
+    from seedbed.inference.request import Request
+
+    requests = [Request(ids, max_tokens=max_tokens, temperature=0) for ids in prompts]
+    llama.decode(requests, admit=admit)
+    assert all(r.finish_reason in ("stop", "length") for r in requests)
+    return [r.text for r in requests]
+
+
+def prompt_tokens_evaluated(llama) -> int:
+    """llama.cpp's own count of the prompt tokens it evaluated (batches of more than one token)."""
+    import llama_cpp
+
+    return llama_cpp.llama_perf_context(llama.context.ctx).n_p_eval
+
+
+def test_concurrent_requests_give_the_answers_of_one_at_a_time(tiny_llama):
+    prompts = tiny_prompts(tiny_llama, QUESTIONS)
+    alone = [decode_texts(tiny_llama, [p])[0] for p in prompts]
+    assert len(set(alone)) > 1  # different prompts, different answers: the rows cannot be mixed up unnoticed
+    assert decode_texts(tiny_llama, prompts) == alone
+    # and requests that join a running batch mid-decode (the server's continuous batching)
+    from seedbed.inference.request import Request
+
+    late = [Request(p, max_tokens=16, temperature=0) for p in prompts[3:]]
+    steps = []
+
+    def admit(running):
+        steps.append(running)
+        return [late.pop(0)] if len(steps) in (2, 5, 6) and late else []
+
+    first = [Request(p, max_tokens=16, temperature=0) for p in prompts[:3]]
+    joined = list(late)
+    tiny_llama.decode(first, admit=admit)
+    assert [r.text for r in first + joined] == alone and not late
+    assert max(steps) >= 4  # the joiners ran beside the first rows, not after them
+
+
+def test_a_shared_prefix_is_evaluated_once(tiny_llama):
+    """A second request with the same long system prompt evaluates only its own tokens (llama.cpp's count), and
+    answers as it does from an empty cache."""
+    system = "You answer questions about the city of Paris. " * 12
+    first, second = tiny_prompts(tiny_llama, ["Where is Paris?", "Name a colour."], system)
+    shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    assert shared > 100
+    tiny_llama.slots.clear()
+    answer_cold = decode_texts(tiny_llama, [second])
+    tiny_llama.slots.clear()
+    before = prompt_tokens_evaluated(tiny_llama), tiny_llama.prompt_tokens_evaluated
+    decode_texts(tiny_llama, [first])
+    assert prompt_tokens_evaluated(tiny_llama) - before[0] == len(first)  # from an empty cache: all of it
+    assert tiny_llama.prompt_tokens_evaluated - before[1] == len(first)
+    middle = prompt_tokens_evaluated(tiny_llama), tiny_llama.prompt_tokens_evaluated
+    (answer,) = decode_texts(tiny_llama, [second])
+    assert prompt_tokens_evaluated(tiny_llama) - middle[0] == len(second) - shared
+    assert tiny_llama.prompt_tokens_evaluated - middle[1] == len(second) - shared
+    assert [answer] == answer_cold
+    again = prompt_tokens_evaluated(tiny_llama), tiny_llama.prompt_tokens_evaluated
+    assert decode_texts(tiny_llama, [second]) == answer_cold  # the same prompt again: only its last token runs
+    assert tiny_llama.prompt_tokens_evaluated - again[1] == 1
+
+
+def test_requests_arriving_together_evaluate_their_shared_prefix_once(tiny_llama):
+    """Three requests with one long system prompt in the same batch: the first evaluates it, the others wait a step
+    and borrow it; all three answer as they do alone."""
+    from seedbed.inference.kv_slots import common_prefix
+
+    system = "You answer questions about the city of Paris. " * 12
+    prompts = tiny_prompts(tiny_llama, ["Where is Paris?", "Name a colour.", "Why?"], system)
+    shared = min(next(i for i, (a, b) in enumerate(zip(prompts[0], p)) if a != b) for p in prompts[1:])
+    assert shared > 100
+    alone = []
+    for p in prompts:
+        tiny_llama.slots.clear()
+        alone += decode_texts(tiny_llama, [p])
+    tiny_llama.slots.clear()
+    before = tiny_llama.prompt_tokens_evaluated
+    assert decode_texts(tiny_llama, prompts) == alone
+    borrowed = [max(common_prefix(p, q) for q in prompts[:i]) for i, p in enumerate(prompts) if i]
+    assert min(borrowed) >= shared
+    assert tiny_llama.prompt_tokens_evaluated - before == sum(len(p) for p in prompts) - sum(borrowed)
+
+
+def test_requests_that_do_not_fit_the_cache_wait_their_turn(tiny_gguf_dir, tiny_llama):
+    """A cache of 256 cells (llama.cpp's smallest) holds two of these requests (prompt + 90 tokens each) at a time:
+    the others wait for a running one's cells, and every answer is still the one decoded alone."""
+    small = LlamaCppBackend(str(tiny_gguf_dir), n_threads=1, n_ctx=256, n_slots=4)
+    prompts = tiny_prompts(small, QUESTIONS[:4])
+    assert small.slots.cells == 256 and all(256 // 3 < len(p) + 90 <= 256 // 2 for p in prompts)
+    alone = [decode_texts(tiny_llama, [p], max_tokens=90)[0] for p in prompts]
+    seen = []
+    real_step = small.step
+
+    def step(rows):
+        seen.append(len(rows))
+        return real_step(rows)
+
+    small.step = step
+    assert decode_texts(small, prompts, max_tokens=90) == alone
+    assert max(seen) == 2 and small.slots.reserved == 0
+
+
 def test_serve_passes_threads_to_llama_cpp(tiny_gguf_dir):
     from seedbed.recipe import ServeRecipe
     from seedbed.serve.server import build_config
 
     for threads in (1, 2):
         config = build_config(ServeRecipe(model=[f"t={tiny_gguf_dir}"], engine="llama.cpp", threads=threads))
-        assert config.engines["t"].backend.llm.n_threads == threads
+        import llama_cpp
+
+        assert llama_cpp.llama_n_threads(config.engines["t"].backend.context.ctx) == threads
 
 # --- the server, through the official openai SDK ----------------------------------------------------------------
 
@@ -244,7 +366,7 @@ def client(server):
 
 def test_server_runs_the_llama_cpp_engine(server, client):
     engine = server[1].engines["q4"]
-    assert isinstance(engine.backend, LlamaCppBackend) and engine.max_batch == 1
+    assert isinstance(engine.backend, LlamaCppBackend) and engine.max_batch == 8  # serve's --max-batch default: several requests at once
     assert [m.id for m in client.models.list().data] == ["q4"]
     assert httpx.get(server[0] + "/health").json()["models"] == ["q4"]
 

@@ -276,3 +276,109 @@ def test_six_slow_tool_requests_hold_up_neither_a_seventh_nor_embeddings(tiny_mo
         gate.set()
         pool.shutdown(wait=True)
         server.should_exit = True
+
+
+# A tool-aware chat template in the shape of Qwen 2.5's / Hermes': it lists the tools itself and renders calls and
+# results from OpenAI's message fields.
+NATIVE_TEMPLATE = (
+    "{% if tools %}<|system|>TEMPLATE TOOLS:{% for t in tools %} {{ t.function.name }}{% endfor %}\n{% endif %}"
+    "{% for m in messages %}<|{{ m.role }}|>{{ m.content or '' }}"
+    "{% for c in m.tool_calls or [] %}[call {{ c.function.name }} {{ c.function.arguments.city }}]{% endfor %}"
+    "{% if m.role == 'tool' %}[result of {{ m.tool_call_id }}]{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_a_template_that_takes_tools_renders_them_itself(tiny_model):
+    """Tools go to the template's own `tools` argument, and earlier calls and results to its own rendering of
+    them (arguments as a mapping); the Hermes system prompt is only for templates without tools."""
+    from seedbed.chat import template_takes_tools
+
+    engine = ScriptedEngine(str(tiny_model), lambda prompt: "Sunny.")
+    assert not template_takes_tools(engine.tokenizer)  # the tiny model's own template: the Hermes prompt
+    engine.backend.tokenizer = copy_tokenizer(engine.tokenizer, NATIVE_TEMPLATE)
+    assert template_takes_tools(engine.tokenizer)
+    server, client = _serve({"scripted": engine})
+    history = [{"role": "user", "content": "Weather in Tallinn?"},
+               {"role": "assistant", "content": None, "tool_calls": [{"id": "call_7", "type": "function", "function": {
+                   "name": "get_weather", "arguments": '{"city": "Tallinn"}'}}]},
+               {"role": "tool", "tool_call_id": "call_7", "content": "sunny"}]
+    try:
+        done = client.chat.completions.create(model="scripted", messages=history, tools=[WEATHER_SPEC])
+    finally:
+        server.should_exit = True
+    assert done.choices[0].message.content == "Sunny."
+    (prompt,) = engine.prompts
+    assert "TEMPLATE TOOLS: get_weather" in prompt and "You can call these tools" not in prompt
+    assert "[call get_weather Tallinn]" in prompt and "[result of call_7]" in prompt
+
+
+def copy_tokenizer(tokenizer, chat_template: str):
+    import copy
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+class PacedBackend(ScriptedBackend):
+    """Writes its reply piece by piece; after the piece `wait_after` it waits until the test says the client has
+    seen a tool call, so a reply computed whole before it is sent could not pass."""
+
+    def __init__(self, path, pieces, wait_after):
+        super().__init__(path, None)
+        self.pieces, self.wait_after = pieces, wait_after
+        self.client_saw_call, self.waited = threading.Event(), None
+
+    def decode(self, batch, admit=None):
+        for request in batch:
+            self.prompts.append(self.tokenizer.decode(request.prompt_ids))
+            for piece in self.pieces:
+                request.completion_tokens += 1
+                request.emit(piece)
+                if piece == self.wait_after:
+                    self.waited = self.client_saw_call.wait(timeout=20)
+            request.end("stop")
+
+
+def test_tool_calls_stream_as_they_are_produced(tiny_model):
+    pieces = ["Let me ", "check. <tool", '_call>{"name": "get_weather", ', '"arguments": {"city": "Tallinn"}}',
+              "</tool_call>", '<tool_call>{"name": "get_weather", "arguments": {"city": "Riga"}}</tool_call>']
+    backend = PacedBackend(str(tiny_model), pieces, wait_after="</tool_call>")
+    server, client = _serve({"paced": Engine("paced", backend)})
+    try:
+        content, calls = "", []
+        for chunk in client.chat.completions.create(model="paced", messages=[{"role": "user", "content": "Weather?"}],
+                                                    tools=[WEATHER_SPEC], stream=True):
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            content += delta.content or ""
+            for call in delta.tool_calls or []:
+                assert content == "Let me check. "  # the text before the call came first, without the tag
+                calls.append(call)
+                backend.client_saw_call.set()  # the model is still writing: its second call is not made yet
+            finish = chunk.choices[0].finish_reason
+    finally:
+        server.should_exit = True
+    assert backend.waited is True  # the first call reached the client while the model was still decoding
+    assert [(c.index, c.function.name, json.loads(c.function.arguments)["city"]) for c in calls] == [
+        (0, "get_weather", "Tallinn"), (1, "get_weather", "Riga")]
+    assert all(c.id.startswith("call_") for c in calls) and len({c.id for c in calls}) == 2
+    assert finish == "tool_calls"
+
+
+def test_a_forced_tool_call_streams_too(tiny_model):
+    """tool_choice naming a tool: the server writes the call's opening, the model only its arguments."""
+    backend = PacedBackend(str(tiny_model), ['{"city": ', '"Riga"}'], wait_after=None)
+    server, client = _serve({"paced": Engine("paced", backend)})
+    try:
+        chunks = list(client.chat.completions.create(
+            model="paced", messages=[{"role": "user", "content": "Weather?"}], tools=[WEATHER_SPEC],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True))
+    finally:
+        server.should_exit = True
+    assert backend.prompts[0].endswith('<tool_call>{"name": "get_weather", "arguments": ')
+    calls = [c for ch in chunks if ch.choices for c in ch.choices[0].delta.tool_calls or []]
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("get_weather", {"city": "Riga"})]
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == ""
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"

@@ -16,6 +16,8 @@ default that fits its family and save it with every model we write:
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -125,9 +127,34 @@ def single_token_ids(tokenizer, strings: list[str]) -> list[int]:
     return ids
 
 
-def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The text a model continues to answer `messages` (generation prompt included)."""
+def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """The text a model continues to answer `messages` (generation prompt included); `tools` (OpenAI's `tools`
+    entries) go to the template's own `tools` argument, for a template that takes one (`template_takes_tools`)."""
+    if tools:
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def template_takes_tools(tokenizer) -> bool:
+    """Whether the chat template renders the tools itself: it reads a `tools` variable, as the templates of
+    tool-calling models (Qwen 2.5, Hermes, Llama 3.1, SmolLM3) do. Found by jinja2's own analysis of the template.
+
+    >>> template_takes_tools(tok)  # doctest: +SKIP
+    False
+    """
+    import jinja2
+    import jinja2.meta
+
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str):
+        return False
+    # transformers' `{% generation %}` tag (assistant masks) is an extension plain jinja2 does not know
+    template = re.sub(r"{%-?\s*(end)?generation\s*-?%}", "", template)
+    try:
+        parsed = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(template)
+    except jinja2.TemplateSyntaxError:
+        return False
+    return "tools" in jinja2.meta.find_undeclared_variables(parsed)
 
 
 def tokenize_example(tokenizer, example: Example, max_length: int | None = None) -> dict[str, list[int]]:

@@ -83,12 +83,15 @@ def measure_llamacpp(name: str, threads: int, prompt_tokens: int, decode_tokens:
     import gguf
     import numpy as np
 
-    from seedbed.inference.llamacpp import LlamaCppBackend, find_gguf
+    from seedbed.inference.llamacpp import find_gguf, require_llama_cpp
 
-    params = sum(int(t.n_elements) for t in gguf.GGUFReader(str(find_gguf(name))).tensors)
+    path = find_gguf(name)
+    params = sum(int(t.n_elements) for t in gguf.GGUFReader(str(path)).tensors)
     start = time.perf_counter()
-    # A context just big enough for the measurement, so peak RAM is the weights', not a serving-size KV cache.
-    llm = LlamaCppBackend(name, n_threads=threads, n_ctx=prompt_tokens + decode_tokens + 16).llm
+    # llama-cpp-python's own one-sequence `Llama`, with a context just big enough for the measurement, so peak RAM
+    # is the weights', not a serving-size KV cache.
+    llm = require_llama_cpp().Llama(model_path=str(path), n_ctx=prompt_tokens + decode_tokens + 16,
+                                    n_threads=threads, n_threads_batch=threads, verbose=False)
     load_s = time.perf_counter() - start
     vocab = llm.n_vocab()
     prompt = [int(i) % (vocab - 1) + 1 for i in range(prompt_tokens)]

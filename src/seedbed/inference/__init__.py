@@ -26,7 +26,7 @@ class Backend(Protocol):
     name: str
     tokenizer: object  # a Hugging Face tokenizer with a chat template: both backends tokenize the same way
     max_context: int  # longest prompt + completion, in tokens
-    max_batch: int  # most requests one `decode` call takes (llama.cpp: 1)
+    max_batch: int  # most requests decoded together
 
     def decode(self, batch: list[Request], admit=None) -> None:
         """Decode each request to its end: `request.emit(piece)` as its text becomes safe to show, then

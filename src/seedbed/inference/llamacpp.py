@@ -15,6 +15,9 @@ consults llama.cpp's grammar sampler for each token, lazily (see there: checking
 vocabulary every step would cost more than the model's own step). Once the JSON is complete, the grammar allows
 only end-of-generation tokens, and the row ends there.
 
+Requests decode together, each in its own llama.cpp sequence, and a prompt that starts with tokens already in the
+KV cache (a shared system prompt, few-shot examples, retrieved context) evaluates only the rest (`kv_slots`).
+
 llama-cpp-python is an optional extra that compiles llama.cpp on install; `LlamaCppMissing` says how to get it.
 """
 
@@ -23,15 +26,19 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import logging
 import math
 import os
 import weakref
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from seedbed.atomic import atomic_dir
 from seedbed.chat import Example, end_of_turn_token_ids, ensure_chat_template, tokenize_example
 from seedbed.errors import ModelLoadError
 from seedbed.extras import LLAMACPP_INSTALL
+from seedbed.inference.kv_slots import KvSlots, Slot
 from seedbed.inference.request import Request
 from seedbed.inference.scores import MAX_TOP, TokenScore
 from seedbed.inference.stops import CompiledSchemas, SchemaError, TextTracker
@@ -44,6 +51,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 # llama-cpp-python 0.3.36's converter lets a JSON string hold raw control characters, which JSON forbids (a random
 # model writes them); upstream llama.cpp's converter excludes them as here.
 STRING_CHAR_FIX = (r'char ::= [^"\\] |', r'char ::= [^"\\\x7F\x00-\x1F] |')
+N_BATCH = 512  # most tokens one llama_decode takes: a longer prompt joins over several steps (llama.cpp's default)
+DEFAULT_SLOTS = 16  # requests decoded together; serve's --max-batch takes fewer
 SHORTLIST = 1024  # likeliest tokens a grammar checks before it checks them all (see GrammarGate)
 
 
@@ -120,91 +129,224 @@ def gguf_tokenizer(gguf: Path, model_type: str):
 
 
 class LlamaCppBackend:
-    """A GGUF model in llama.cpp with its Hugging Face tokenizer.
+    """A GGUF model in llama.cpp with its Hugging Face tokenizer, decoding up to `max_batch` requests at once.
 
-    One sequence is decoded at a time (llama-cpp-python's high-level API keeps one KV cache). Every prompt is
-    evaluated from an empty cache: llama.cpp's arithmetic depends on how tokens are batched, so reusing a cached
-    prefix would make the same seeded request sample differently depending on what ran before it.
+    The requests decode together in one llama.cpp context, each in a sequence of its own (`kv_slots`): every step
+    is one `llama_decode` of a batch holding each decoding row's next token and chunks of joining rows' prompts
+    (at most `n_batch` tokens, so a long prompt joins over several steps without stalling the others). A prompt
+    that begins with tokens a slot already holds (a shared system prompt, few-shot examples, retrieved context)
+    evaluates only the rest. A prompt's last token is always evaluated in a step after the rest of it, so the same
+    request repeated alone gets the same logits whether its prompt was cached or not. Beyond that, as in
+    llama-server, which tokens share a `llama_decode` changes rounding (llama.cpp's quantized CPU kernels differ
+    by batch size), so under concurrency or a partly cached prompt a quantized model's sampled or near-tied tokens
+    may differ from decoding alone; at f32 the answers are the same (tests/test_llamacpp.py).
 
     >>> backend = LlamaCppBackend("gemma-3-270m", n_threads=2)  # doctest: +SKIP
     >>> generate(backend, ["<bos>The capital of France is"], Sampling(greedy=True, max_new_tokens=5))  # doctest: +SKIP
     [' the capital of the country']
     """
 
-    max_batch = 1  # llama-cpp-python's high-level API decodes one sequence per context
-
-    def __init__(self, name: str, n_threads: int | None = None, n_ctx: int = DEFAULT_CONTEXT):
+    def __init__(self, name: str, n_threads: int | None = None, n_ctx: int = DEFAULT_CONTEXT,
+                 n_slots: int = DEFAULT_SLOTS):
         self.name = name
         self.path = find_gguf(name)  # before the import: a wrong path is worth knowing without installing anything
         self.llama_cpp = llama_cpp = require_llama_cpp()
-        threads = n_threads or os.cpu_count() or 1
+        from llama_cpp import _internals
+
+        # llama.cpp logs through this logger; `Llama(verbose=False)` quiets it the same way
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        self.threads = n_threads or os.cpu_count() or 1
+        context = llama_cpp.llama_context_default_params()
+        context.n_ctx, context.n_batch, context.n_ubatch = n_ctx, N_BATCH, N_BATCH
+        context.n_threads = context.n_threads_batch = self.threads
+        context.n_seq_max, context.kv_unified = n_slots, True  # one cache: a shared prefix's cells serve every slot
+        context.swa_full = True  # sliding-window layers (Gemma 3) keep whole prefixes, or none could be reused
+        # `Llama`'s default: llama.cpp's "auto" picks flash attention on a CPU, which rounds through f16 (scores moved
+        # by 1e-5 against the torch engine at f32)
+        context.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        context.no_perf = False  # llama.cpp's own count of evaluated prompt tokens (the tests read it)
         try:
-            self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=threads,
-                                       n_threads_batch=threads, verbose=False)
+            self.model = _internals.LlamaModel(path_model=str(self.path),
+                                               params=llama_cpp.llama_model_default_params(), verbose=False)
+            self.context = _internals.LlamaContext(model=self.model, params=context, verbose=False)
         except ValueError as e:  # llama-cpp-python's way of saying the file did not load
             raise ModelLoadError(f"{name}: llama.cpp could not load {self.path}: {e}") from None
-        # Free llama.cpp's memory while the interpreter is still whole: left to `Llama.__del__` at exit, it runs
-        # after llama_cpp's module globals are gone and prints an ignored TypeError.
-        weakref.finalize(self, self.llm.close)
-        self.model_type = self.llm.metadata.get("general.architecture", "")
+        self.batch = _internals.LlamaBatch(n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False)
+        # Free llama.cpp's memory while the interpreter is still whole: left to `__del__` at exit, it runs after
+        # llama_cpp's module globals are gone and prints an ignored TypeError.
+        weakref.finalize(self, close_all, self.batch, self.context, self.model)
+        self.vocab = self.model.vocab
+        self.n_vocab = self.model.n_vocab()
+        self.model_type = self.model.metadata().get("general.architecture", "")
         self.tokenizer = gguf_tokenizer(self.path, self.model_type)
         self.eos_ids = set(end_of_turn_token_ids(self.tokenizer))
-        self.max_context = min(self.llm.n_ctx(), self.llm._model.n_ctx_train())
+        self.max_context = min(self.context.n_ctx(), self.model.n_ctx_train())
+        self.max_batch = n_slots
+        self.slots = KvSlots(self.context, n_slots, self.context.n_ctx())
         self.default_seed = llama_cpp.LLAMA_DEFAULT_SEED  # llama.cpp draws a random seed for this one
         self.schemas = CompiledSchemas()  # each a LlamaGrammar
+        self.prompt_tokens_evaluated = 0  # prompt tokens put through the model (a cached prefix is not)
 
     # --- decoding -----------------------------------------------------------------------------------------
 
     def decode(self, batch: list[Request], admit=None) -> None:
-        """Decode the requests one after another (one KV cache), emitting each one's text as it becomes safe; with
-        `admit` (`hf.Admit`), requests that arrived meanwhile follow."""
-        pending = list(batch)
-        while pending:
-            self.decode_one(pending.pop(0))
-            if not pending and admit is not None:
-                pending = admit(0)
+        """Decode the requests together, each to its end, emitting each one's text as it becomes safe; with `admit`
+        (`hf.Admit`), requests that arrive meanwhile join at the next step, as slots and cache room allow.
 
-    def decode_one(self, r: Request) -> None:
-        """Greedy at temperature 0; otherwise temperature and top-p (nucleus) sampling with no top-k, as the torch
-        backend samples. Ends at an end-of-turn token, a stop string, `r.stop_when`, `r.max_tokens`, the context
-        size, when `r.cancelled` turns true, or (under `r.json_schema`) once the JSON is complete.
+        Greedy at temperature 0; otherwise temperature then top-p (nucleus) sampling with no top-k, as the torch
+        backend samples. A row ends at an end-of-turn token, a stop string, `r.stop_when`, `r.max_tokens`, the
+        context size, when `r.cancelled` turns true, or (under `r.json_schema`) once the JSON is complete.
         """
-        limit = min(r.max_tokens, self.max_context - len(r.prompt_ids))
-        if limit <= 0:
-            r.end("length")
-            return
-        # llama.cpp seeds are 32-bit and 0xFFFFFFFF means "draw one"; the API accepts any 64-bit integer.
-        self.llm.set_seed(r.seed % 0xFFFFFFFF if r.seed is not None else self.default_seed)
-        gate = None
-        if r.json_schema is not None:
-            gate = GrammarGate(self.llama_cpp, self.llm._model.vocab, self.compile_schema(r.json_schema),
-                               r.temperature, r.top_p, r.seed)
-        self.clear_cache()
-        tracker = TextTracker(self.tokenizer, self.eos_ids, r.stop, r.stop_when)
-        vocab = self.llm._model.vocab
+        waiting, rows = deque(batch), []
         try:
-            # top_k 0, min_p 0, typical_p 1 and repeat_penalty 1 switch off llama.cpp's other samplers.
-            for token in self.llm.generate(r.prompt_ids, temp=max(r.temperature, 0.0), top_p=r.top_p, top_k=0,
-                                           min_p=0.0, typical_p=1.0, repeat_penalty=1.0, reset=True,
-                                           logits_processor=[LogitAdjuster(r)] + ([] if gate is None else [gate])):
-                if r.cancelled:
-                    r.end("cancelled")
+            while True:
+                if admit is not None:
+                    waiting.extend(admit(len(rows) + len(waiting)))
+                while waiting:
+                    row = self.start(waiting[0], force=not rows)
+                    if row is None:
+                        break  # no free slot or no room: it waits for a running row to end
+                    waiting.popleft()
+                    if row is not ENDED:
+                        rows.append(row)
+                if not rows:
                     return
-                r.completion_tokens += 1
-                r.tokens.append(token)
-                # Under a grammar an end-of-generation token is allowed only once the JSON is complete: the row
-                # ends there even if the tokenizer does not name that token an end of turn.
-                complete = gate is not None and self.llama_cpp.llama_vocab_is_eog(vocab, token)
-                piece, finish = tracker.push(token, at_limit=r.completion_tokens >= limit, complete=complete)
-                if piece:
-                    r.emit(piece)
-                if finish:
-                    r.end(finish)
-                    return
-            r.end("stop")  # llama.cpp ended the sequence itself
+                rows = self.step(rows)
         finally:
-            if gate is not None:
-                gate.close()
+            for row in rows:
+                self.finish(row)
+
+    def start(self, r: Request, force: bool):
+        """A `SlotRow` for `r` in a free slot with the longest cached prefix of its prompt; `ENDED` if it ended
+        before decoding (cancelled, no room for a token, a schema llama.cpp cannot compile); None if it must wait."""
+        limit = min(r.max_tokens, self.max_context - len(r.prompt_ids))
+        if r.cancelled or limit <= 0 or not r.prompt_ids:
+            r.end("cancelled" if r.cancelled else "length")
+            return ENDED
+        placed = self.slots.place(r.prompt_ids, len(r.prompt_ids) + limit, force)
+        if placed is None:
+            return None
+        slot, reused = placed
+        row = SlotRow(r, slot, TextTracker(self.tokenizer, self.eos_ids, r.stop, r.stop_when), limit,
+                      pending=list(r.prompt_ids[reused:]))
+        try:
+            if r.json_schema is not None:
+                row.gate = GrammarGate(self.llama_cpp, self.vocab, self.compile_schema(r.json_schema),
+                                       r.temperature, r.top_p, r.seed)
+            row.sampler = self.sampler_for(r)
+        except Exception as error:  # this request's own failure (its schema): not the batch's
+            self.finish(row)
+            r.fail(error)
+            return ENDED
+        return row
+
+    def sampler_for(self, r: Request):
+        """llama.cpp's sampler chain for `r`: greedy, or temperature, top-p and a draw seeded by `r.seed`."""
+        from llama_cpp import _internals
+
+        sampler = _internals.LlamaSampler()
+        if r.temperature <= 0:
+            sampler.add_greedy()
+        else:
+            sampler.add_temp(r.temperature)
+            sampler.add_top_p(r.top_p, 1)
+            # llama.cpp seeds are 32-bit and 0xFFFFFFFF means "draw one"; the API accepts any 64-bit integer.
+            sampler.add_dist(r.seed % 0xFFFFFFFF if r.seed is not None else self.default_seed)
+        return sampler
+
+    def step(self, rows: list["SlotRow"]) -> list["SlotRow"]:
+        """One `llama_decode`: each decoding row's last token, then prompt chunks of joining rows while the batch
+        has room; sample a token for every row whose logits came out. Returns the rows still going."""
+        lib, batch = self.llama_cpp, self.batch.batch
+        going = []
+        for row in rows:
+            if row.request.cancelled:
+                row.request.end("cancelled")
+                self.finish(row)
+            else:
+                going.append(row)
+        n, outputs = 0, []
+        for row in sorted(going, key=lambda row: bool(row.pending)):  # decoding rows first: they never wait
+            if row.pending:
+                # The prompt's last token goes in a step after the rest, as it does when the rest was cached: so a
+                # request repeated alone gets the very same logits (llama.cpp's quantized kernels round a token
+                # differently in a batch of 30 than alone: Gemma's Q4_K logits moved by up to 0.5).
+                last = 1 if len(row.pending) > 1 else 0
+                take = row.pending[: max(0, min(N_BATCH - n, len(row.pending) - last))]
+                if not take:
+                    continue
+                del row.pending[: len(take)]
+                self.prompt_tokens_evaluated += len(take)
+            else:
+                take = [row.next_id]
+            for token in take:
+                batch.token[n], batch.pos[n] = token, len(row.slot.tokens)
+                batch.seq_id[n][0], batch.n_seq_id[n], batch.logits[n] = row.slot.seq, 1, False
+                row.slot.tokens.append(token)
+                n += 1
+            if not row.pending:
+                batch.logits[n - 1] = True
+                outputs.append((row, n - 1))
+        batch.n_tokens = n
+        if n:
+            status = lib.llama_decode(self.context.ctx, batch)
+            if status != 0:
+                raise RuntimeError(f"llama_decode failed with status {status} on a batch of {n} tokens")
+        done = set()
+        for row, index in outputs:
+            try:
+                token = self.sample(row, index)
+                finished = self.advance(row, token)
+            except Exception as error:  # this row's own failure (its settings, its stop_when): not its batch's
+                row.request.fail(error)
+                finished = True
+            if finished:
+                self.finish(row)
+                done.add(id(row))
+            else:
+                row.next_id = token
+        return [row for row in going if id(row) not in done]
+
+    def sample(self, row: "SlotRow", index: int) -> int:
+        """The row's next token from the logits at batch position `index`, after its `logit_bias` and penalties
+        (added in llama.cpp's own logits buffer, which its sampler then reads)."""
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(self.llama_cpp.llama_get_logits_ith(self.context.ctx, index),
+                                       shape=(self.n_vocab,))  # (vocab,), llama.cpp's buffer itself
+        ids, deltas = row.request.logit_adjustments()
+        if ids:
+            logits[ids] += np.asarray(deltas, dtype=np.float32)
+        if row.gate is not None:
+            return row.gate.choose(logits)
+        return self.llama_cpp.llama_sampler_sample(row.sampler.sampler, self.context.ctx, index)
+
+    def advance(self, row: "SlotRow", token: int) -> bool:
+        """Give the row its new token; return True (after ending the request) if the row is done."""
+        r = row.request
+        if r.cancelled:
+            r.end("cancelled")
+            return True
+        r.completion_tokens += 1
+        r.tokens.append(token)
+        # Under a grammar an end-of-generation token is allowed only once the JSON is complete: the row ends
+        # there even if the tokenizer does not name that token an end of turn.
+        complete = row.gate is not None and self.llama_cpp.llama_vocab_is_eog(self.vocab, token)
+        piece, finish = row.tracker.push(token, at_limit=r.completion_tokens >= row.limit, complete=complete)
+        if piece:
+            r.emit(piece)
+        if finish:
+            r.end(finish)
+            return True
+        return False
+
+    def finish(self, row: "SlotRow") -> None:
+        """Free the row's slot (its cells stay cached), sampler and grammar."""
+        self.slots.release(row.slot)
+        if row.sampler is not None:
+            row.sampler.close()
+        if row.gate is not None:
+            row.gate.close()
 
     def compile_schema(self, schema: dict):
         """llama.cpp's grammar for `schema` (a `LlamaGrammar`), compiled once per schema and cached; a
@@ -224,7 +366,7 @@ class LlamaCppBackend:
         grammar = LlamaGrammar.from_string(gbnf.replace(*STRING_CHAR_FIX), verbose=False)
         # Parse it once here: a grammar llama.cpp rejects would otherwise fail in the middle of a decode.
         sampler = self.llama_cpp.llama_sampler_init_grammar(
-            self.llm._model.vocab, grammar._grammar.encode(), grammar._root.encode())
+            self.vocab, grammar._grammar.encode(), grammar._root.encode())
         if not sampler:
             raise SchemaError("the JSON schema's llama.cpp grammar does not parse")
         self.llama_cpp.llama_sampler_free(sampler)
@@ -282,27 +424,45 @@ class LlamaCppBackend:
         """Run `ids` through the model from an empty cache; yield (position, logits) for each wanted position."""
         import numpy as np
 
-        llm = self.llm
-        self.clear_cache()
-        n_vocab = llm.n_vocab()
+        batch = self.batch
+        self.slots.clear()
         try:
             for start in range(0, len(ids), LOSS_CHUNK):
                 chunk = ids[start : start + LOSS_CHUNK]
-                llm._batch.set_batch(chunk, n_past=start, logits_all=False)
+                batch.set_batch(chunk, n_past=start, logits_all=False)
                 outputs = [i for i in range(len(chunk)) if start + i in positions]
                 for i in range(len(chunk)):
-                    llm._batch.batch.logits[i] = (start + i) in positions
+                    batch.batch.logits[i] = (start + i) in positions
                 if not outputs:  # llama.cpp wants at least one output per batch
-                    llm._batch.batch.logits[len(chunk) - 1] = True
-                llm._ctx.decode(llm._batch)
+                    batch.batch.logits[len(chunk) - 1] = True
+                self.context.decode(batch)
                 for i in outputs:
-                    yield start + i, np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,)).copy()
+                    yield start + i, np.ctypeslib.as_array(self.context.get_logits_ith(i), shape=(self.n_vocab,)).copy()
         finally:
-            self.clear_cache()
+            self.slots.clear()
 
-    def clear_cache(self) -> None:
-        self.llm._ctx.kv_cache_clear()
-        self.llm.reset()  # n_tokens = 0: llama-cpp-python finds no cached prefix to reuse
+
+@dataclass
+class SlotRow:
+    """One request decoding in a slot: its stop tracker, token limit, prompt tokens not yet evaluated, sampler
+    chain or grammar, and the token sampled last (not yet in the cache)."""
+
+    request: Request
+    slot: Slot
+    tracker: TextTracker
+    limit: int
+    pending: list[int]
+    sampler: object = None  # llama-cpp-python's LlamaSampler
+    gate: "GrammarGate | None" = None
+    next_id: int = -1
+
+
+ENDED = object()  # `LlamaCppBackend.start`: the request ended before it decoded
+
+
+def close_all(*handles) -> None:
+    for handle in handles:
+        handle.close()
 
 
 def anchored(schema):
@@ -321,22 +481,8 @@ def anchored(schema):
     return out
 
 
-class LogitAdjuster:
-    """A request's `logit_bias` and presence/frequency penalties (`Request.logit_adjustments`) as a llama-cpp-python
-    logits processor, run before the grammar's, as the torch backend adds them before its mask."""
-
-    def __init__(self, request: Request):
-        self.request = request
-
-    def __call__(self, input_ids, logits):
-        ids, deltas = self.request.logit_adjustments()
-        if ids:
-            logits[ids] += deltas
-        return logits
-
-
 class GrammarGate:
-    """One row's JSON grammar in llama.cpp, consulted lazily; llama-cpp-python calls it as a logits processor.
+    """One row's JSON grammar in llama.cpp, consulted lazily: it picks the row's token in place of the sampler chain.
 
     llama.cpp's grammar sampler checks a token by matching its text against the grammar's stacks; applied to all
     262k tokens of Gemma's vocabulary it takes longer than the model's whole decode step. So, as llama.cpp's own
@@ -345,8 +491,7 @@ class GrammarGate:
     them is allowed among all tokens. Greedy picks are exactly those of masking every step (the best allowed token
     is in the shortlist whenever any allowed token is). A sampled pick is drawn from a generator seeded by the
     request's seed; a draw the grammar accepts stands (which keeps the masked distribution), one it rejects is
-    redrawn from the masked distribution over the shortlist (the tail beyond it dropped, as top-k would). The
-    processor returns the logits with every other token at -inf, so llama.cpp's sampler chain takes the pick.
+    redrawn from the masked distribution over the shortlist (the tail beyond it dropped, as top-k would).
     """
 
     def __init__(self, llama_cpp, vocab, grammar, temperature: float, top_p: float, seed: int | None):
@@ -362,12 +507,11 @@ class GrammarGate:
         self.everything = None  # all token ids, made once the grammar first has to check them all
         self.full_checks = 0  # steps that needed every token checked (the benchmark reports them)
 
-    def __call__(self, input_ids, logits):
+    def choose(self, logits) -> int:
+        """The row's next token (see `pick`), accepted by the grammar."""
         token = self.pick(logits)
         self.lib.llama_sampler_accept(self.sampler, token)
-        chosen = self.np.full_like(logits, -self.np.inf)
-        chosen[token] = 0.0
-        return chosen
+        return token
 
     def pick(self, logits) -> int:
         """The row's next token: its unconstrained pick if the grammar allows it; else a pick among the allowed of

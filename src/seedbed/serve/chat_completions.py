@@ -4,6 +4,11 @@ Tools follow OpenAI's protocol both ways: a tool the client declares and the ser
 `tool_calls` for the client to run; a tool the server registered (the built-in `calculator`, YAML and entry-point
 tools) runs on the server in a bounded loop until the model answers. When `calculator` is among the tools, a
 GSM8K-style annotation the model opens (`<<48/2=`) is completed by the calculator (`24>>`) before the model goes on.
+
+The model is told about the tools through its chat template's own `tools` argument when the template takes one
+(the format it was trained on), else by a Hermes-style system prompt (`tools.tools_system_prompt`). Streamed, a
+reply with client tools shows its text as it is decoded and each call as soon as its `<tool_call>` block closes
+(`tools.ToolCallStream`); only a reply that runs server tools is computed whole and then sent as chunks.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 
 from fastapi import Request as HTTPRequest
 
-from seedbed.chat import render_prompt
+from seedbed.chat import render_prompt, template_takes_tools
 from seedbed.errors import ToolError
 from seedbed.inference.annotations import AnnotatedAnswer
 from seedbed.serve.engine import Engine
@@ -26,7 +31,8 @@ from seedbed.serve.protocol import (
     merged, new_request, response_schema, sse_event, sse_response, total_usage, usage,
 )
 from seedbed.serve.tools import (
-    messages_for_template, parse_tool_calls, run_tool_loop, tool_from_openai, tools_system_prompt,
+    ToolCallStream, messages_for_native_template, messages_for_template, parse_tool_calls, run_tool_loop,
+    tool_from_openai, tools_system_prompt,
 )
 
 log = logging.getLogger("seedbed.serve")
@@ -57,9 +63,9 @@ def plain_messages(body) -> list[dict]:
     return out
 
 
-def prompt_ids(engine: Engine, messages: list[dict]) -> list[int]:
+def prompt_ids(engine: Engine, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
     try:
-        text = render_prompt(engine.tokenizer, messages)
+        text = render_prompt(engine.tokenizer, messages, tools)
     except Exception as e:  # a template that rejects the conversation (e.g. roles out of order) is the caller's input
         raise APIError(400, f"the model's chat template rejected these messages: {e}", param="messages") from None
     return engine.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -67,13 +73,13 @@ def prompt_ids(engine: Engine, messages: list[dict]) -> list[int]:
 
 async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool,
                  json_schema: dict | None = None, choice: int = 0, prefill: str = "", max_tokens: int | None = None,
-                 started: float | None = None):
+                 started: float | None = None, tools: list[dict] | None = None):
     """Generate one assistant reply (choice `choice` of `n`: its seed); with `calculator`, complete each `<<EXPR=`
     annotation exactly on the way (`seedbed.inference.annotations`, the loop `seedbed eval --tools calculator` runs
     too); with `json_schema`, the reply is JSON the schema accepts; `prefill` starts the reply (and is part of
-    the returned text). Every round shares one time limit, counted from `started` (default: now), and at most
-    `max_tokens` (default: the body's) completion tokens."""
-    prompt = await asyncio.to_thread(prompt_ids, engine, messages)  # templating and tokenizing: off the event loop
+    the returned text); `tools` go to the chat template's `tools` argument. Every round shares one time limit,
+    counted from `started` (default: now), and at most `max_tokens` (default: the body's) completion tokens."""
+    prompt = await asyncio.to_thread(prompt_ids, engine, messages, tools)  # templating and tokenizing: off the event loop
     started = started or time.monotonic()
     if prefill:
         prompt = prompt + engine.tokenizer(prefill, add_special_tokens=False)["input_ids"]
@@ -121,13 +127,21 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     json_schema = await response_schema(engine, body)
     chunks = Chunks("chat.completion.chunk", body.model)
 
-    if not declared and body.stream:
-        prompt = await asyncio.to_thread(prompt_ids, engine, messages)
+    if body.stream and not server_side:  # decoded as it streams; tool calls read out of the text as they close
+        conversation, tools, prefill, close = messages, None, "", ""
+        if declared:
+            conversation, tools = tool_conversation(engine, messages, declared)
+            if body.forced_tool() is not None:
+                prefill, json_schema, close = forced_call(declared, body.forced_tool())
+        prompt = await asyncio.to_thread(prompt_ids, engine, conversation, tools)
+        if prefill:
+            prompt = prompt + engine.tokenizer(prefill, add_special_tokens=False)["input_ids"]
         requests = [new_request(config, engine, prompt, body, body.max_completion_tokens or body.max_tokens,
                                 json_schema=json_schema) for _ in range(body.n)]
         for j, r in enumerate(requests):
             r.seed = choice_seed(body, j)
-        return sse_response(chat_stream(engine, requests, body, metrics, citations, chunks))
+        calls = (prefill, close) if declared else None
+        return sse_response(chat_stream(engine, requests, body, metrics, citations, chunks, calls))
 
     async def one_choice(j: int) -> tuple[dict, str, list]:
         if declared:
@@ -162,9 +176,19 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     if config.log_content:  # only when the operator asked: prompts and answers are the users' data
         log.info("chat %s: %s -> %s", body.model, json.dumps(messages)[:2000],
                  json.dumps([c["message"] for c in choices])[:2000])
-    if body.stream:  # tools were involved: the answer is complete already, sent as one streamed chunk per choice
+    if body.stream:  # server tools ran: the answer is complete already, sent as one streamed chunk per choice
         return sse_response(replay(response, body, chunks))
     return response
+
+
+def tool_conversation(engine: Engine, conversation: list[dict], tools: list) -> tuple[list[dict], list[dict] | None]:
+    """The messages to render and the template's `tools` argument: OpenAI's tool turns and the tools themselves
+    for a template that takes them (`chat.template_takes_tools`); else the Hermes system prompt, with calls and
+    results as plain turns (`tools.messages_for_template`) and no `tools` argument."""
+    if template_takes_tools(engine.tokenizer):
+        return messages_for_native_template(conversation), [t.spec() for t in tools]
+    prompt = {"role": "system", "content": tools_system_prompt(tools)}
+    return messages_for_template([prompt, *conversation]), None
 
 
 def forced_call(declared: list, forced: str) -> tuple[str, dict, str]:
@@ -196,7 +220,6 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
     """
     calculator = "calculator" in server_side
     described = [server_side.get(t.name, t) for t in declared]
-    prompt = [{"role": "system", "content": tools_system_prompt(described)}, *messages]
     started = time.monotonic()
     forced = body.forced_tool()
     requests, left = [], [body.max_completion_tokens or body.max_tokens
@@ -206,9 +229,10 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
         if left[0] <= 0:
             raise ToolBudgetSpent
         prefill, schema, close = forced_call(described, forced) if forced and not requests else ("", None, "")
-        text, request = await answer(config, engine, messages_for_template(conversation), body, http,
-                                     calculator and not schema, json_schema=schema, choice=choice, prefill=prefill,
-                                     max_tokens=left[0], started=started)
+        shown, tools = tool_conversation(engine, conversation, described)
+        text, request = await answer(config, engine, shown, body, http, calculator and not schema,
+                                     json_schema=schema, choice=choice, prefill=prefill, max_tokens=left[0],
+                                     started=started, tools=tools)
         text += close if request.finish_reason == "stop" else ""  # a call cut short by max_tokens is no call
         left[0] -= request.completion_tokens
         requests.append((text, request))
@@ -216,31 +240,57 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
 
     try:
         if server_side:
-            text, _ = await run_tool_loop(reply, prompt, server_side, MAX_TOOL_STEPS)
+            text, _ = await run_tool_loop(reply, messages, server_side, MAX_TOOL_STEPS)
         else:
-            text = await reply(prompt)
+            text = await reply(messages)
     except ToolBudgetSpent:
         text = requests[-1][0]
     return text, [request for _, request in requests]
 
 
-async def chat_stream(engine: Engine, requests: list, body, metrics: ServerMetrics, citations, chunks: Chunks):
+async def chat_stream(engine: Engine, requests: list, body, metrics: ServerMetrics, citations, chunks: Chunks,
+                      calls: tuple[str, str] | None = None):
+    """Each choice's text as it is decoded. With `calls` (the forced call's opening and closing text, or empty
+    strings), tool calls are read out of the text (`ToolCallStream`) and sent as `tool_calls` deltas, each as soon
+    as its block closes."""
     for j in range(len(requests)):
         first = chunks.choice({"delta": {"role": "assistant", "content": ""}}, index=j)
         if citations is not None:
             first["seedbed_citations"] = citations
         yield sse_event(first)
+    readers = [ToolCallStream() if calls is not None else None for _ in requests]
+    made = [0] * len(requests)  # tool calls sent, per choice
+
+    def deltas(j: int, events):
+        for kind, value in events:
+            if kind == "text" and value:
+                yield sse_event(chunks.choice({"delta": {"content": value}}, index=j))
+            elif kind == "call" and (body.parallel_tool_calls or not made[j]):
+                call = {"index": made[j], "id": value.id, "type": "function",
+                        "function": {"name": value.name, "arguments": value.arguments}}
+                made[j] += 1
+                yield sse_event(chunks.choice({"delta": {"tool_calls": [call]}}, index=j))
+
+    if calls is not None and calls[0]:
+        for j, reader in enumerate(readers):
+            for event in deltas(j, reader.feed(calls[0])):
+                yield event
     waiting_first = set(range(len(requests)))
     async for j, piece in merged(engine, requests):
-        r = requests[j]
+        r, reader = requests[j], readers[j]
         if piece is None:
-            yield sse_event(chunks.choice({"delta": {}}, finish_reason(r), index=j))
+            if reader is not None:  # a forced call cut short by max_tokens is no call: its block never closes
+                tail = reader.feed(calls[1] if r.finish_reason == "stop" else "") + reader.close()
+                for event in deltas(j, tail):
+                    yield event
+            yield sse_event(chunks.choice({"delta": {}}, "tool_calls" if made[j] else finish_reason(r), index=j))
             count_tokens(metrics, engine, r)
             continue
         if j in waiting_first:
             metrics.first_token.labels(engine.name).observe(time.monotonic() - r.started)
             waiting_first.discard(j)
-        yield sse_event(chunks.choice({"delta": {"content": piece}}, index=j))
+        for event in deltas(j, [("text", piece)] if reader is None else reader.feed(piece)):
+            yield event
     if body.stream_options and body.stream_options.include_usage:
         yield sse_event(chunks.usage(total_usage(requests, body.n)))
     yield sse_event("[DONE]")

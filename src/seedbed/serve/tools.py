@@ -24,6 +24,7 @@ import yaml
 
 from seedbed.errors import ToolError
 from seedbed.inference.calculator import calculate
+from seedbed.inference.stops import pending_stop_prefix
 
 NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names
 CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
@@ -336,3 +337,85 @@ def messages_for_template(messages: list[dict]) -> list[dict]:
         else:
             out.append({"role": message["role"], "content": message.get("content") or ""})
     return out
+
+
+def messages_for_native_template(messages: list[dict]) -> list[dict]:
+    """OpenAI messages as a tool-aware chat template takes them (transformers' convention): each call's
+    `arguments` a mapping, not JSON text; `tool` turns kept as they are.
+
+    >>> messages_for_native_template([{"role": "assistant", "content": "", "tool_calls": [
+    ...     {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}]}])[0]["tool_calls"]
+    [{'id': 'c1', 'type': 'function', 'function': {'name': 'f', 'arguments': {'x': 1}}}]
+    """
+    out = []
+    for message in messages:
+        if message.get("tool_calls"):
+            calls = []
+            for call in message["tool_calls"]:
+                function = dict(call.get("function") or {})
+                try:
+                    function["arguments"] = json.loads(function.get("arguments") or "{}")
+                except (TypeError, ValueError):
+                    pass  # not JSON: the template shows the string it is
+                calls.append({**call, "function": function})
+            message = {**message, "tool_calls": calls}
+        out.append(message)
+    return out
+
+
+class ToolCallStream:
+    """Reads a reply as it is decoded: text outside `<tool_call>` blocks comes out as it arrives, each call the
+    moment its block closes, so a streamed reply shows what the model writes while it writes it.
+
+    What `parse_tool_calls` decides for a whole reply, this decides piece by piece: a block whose JSON does not
+    parse is text; a reply that is a bare JSON object (it starts with `{`) is held to its end, then is a call or
+    text. Text that may be the start of `<tool_call>` is held until the next piece says.
+
+    >>> stream = ToolCallStream()
+    >>> stream.feed('Let me look. <tool_')
+    [('text', 'Let me look. ')]
+    >>> [kind for kind, _ in stream.feed('call>{"name": "f", "arguments": {}}</tool_call>')]
+    ['call']
+    """
+
+    OPEN, CLOSE = "<tool_call>", "</tool_call>"
+
+    def __init__(self):
+        self.held, self.started, self.bare = "", False, False
+
+    def feed(self, piece: str) -> list[tuple[str, object]]:
+        """Events for the text so far: ("text", str) and ("call", ToolCall), in order."""
+        self.held += piece
+        if not self.started:
+            if not self.held.strip():
+                return []
+            self.started, self.bare = True, self.held.lstrip().startswith("{")
+        if self.bare:
+            return []
+        events = []
+        while True:
+            start = self.held.find(self.OPEN)
+            if start < 0:
+                keep = pending_stop_prefix(self.held, [self.OPEN])  # a block may be opening at the end
+                if len(self.held) > keep:
+                    events.append(("text", self.held[: len(self.held) - keep]))
+                    self.held = self.held[len(self.held) - keep :]
+                return events
+            if start:
+                events.append(("text", self.held[:start]))
+                self.held = self.held[start:]
+            end = self.held.find(self.CLOSE)
+            if end < 0:
+                return events  # the block is still being written
+            block, self.held = self.held[: end + len(self.CLOSE)], self.held[end + len(self.CLOSE) :]
+            call = _call(block[len(self.OPEN) : -len(self.CLOSE)].strip(), arguments_required=False)
+            events.append(("call", call) if call else ("text", block))
+
+    def close(self) -> list[tuple[str, object]]:
+        """Events for what was held back at the end of the reply."""
+        held, self.held = self.held, ""
+        if self.bare:
+            text, calls = parse_tool_calls(held)
+            return [("call", call) for call in calls] if calls else [("text", held)]
+        return [("text", held)] if held else []
+
