@@ -69,13 +69,9 @@ def finetune_cmd(recipe: FinetuneRecipe):
     from seedbed.train.finetune import finetune
 
     result = finetune(recipe)
-    m = result.metrics
-    if "stopped_at_step" in m:
-        console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed finetune --out {result.out} --resume")
+    m = metrics_to_report(result, "finetune")
+    if m is None:
         return
-    if not m:  # a worker process of a multi-process run: the main one reports
-        return
-    warn_if_diverged(m)
     val = m["val"]
     console.print(
         f"[green]Done.[/green] {m['steps']} steps, {m['tokens_seen']:,} tokens at {m['tokens_per_s']:,.0f} tokens/s "
@@ -83,6 +79,20 @@ def finetune_cmd(recipe: FinetuneRecipe):
         + (f"; validation loss {val[0]['loss']:.4f} → {val[-1]['loss']:.4f}" if val else "")
     )
     console.print(f"Model, recipe.yaml, metrics.json and model card (README.md) in {result.out}")
+
+
+def metrics_to_report(result, verb: str) -> dict | None:
+    """A training run's metrics if this process should report a finished run: None (after saying how to go on)
+    for a run stopped early, None for a worker of a multi-process run (the main one reports); a diverged run
+    exits 1 (`warn_if_diverged`)."""
+    m = result.metrics
+    if "stopped_at_step" in m:
+        console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed {verb} --out {result.out} --resume")
+        return None
+    if not m:
+        return None
+    warn_if_diverged(m)
+    return m
 
 
 def warn_if_diverged(metrics: dict) -> None:
@@ -108,13 +118,9 @@ def pretrain_cmd(recipe: PretrainRecipe):
     from seedbed.pretrain.run import pretrain
 
     result = pretrain(recipe)
-    m = result.metrics
-    if "stopped_at_step" in m:
-        console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed pretrain --out {result.out} --resume")
+    m = metrics_to_report(result, "pretrain")
+    if m is None:
         return
-    if not m:  # a worker process of a multi-process run: the main one reports
-        return
-    warn_if_diverged(m)
     for sample in m["samples"]:
         console.print(f"[bold]{sample['prompt']}[/bold]{sample['continuation']}", highlight=False)
     train, val = m["train"], m["val"]
@@ -305,13 +311,8 @@ def distill_cmd(recipe: DistillRecipe):
     from seedbed.train.distill import distill
 
     result = distill(recipe)
-    m = result.metrics
-    if "stopped_at_step" in m:
-        console.print(f"Stopped at step {m['stopped_at_step']}; continue with: seedbed distill --out {result.out} --resume")
+    if metrics_to_report(result, "distill") is None:
         return
-    if not m:  # a worker process of a multi-process run: the main one reports
-        return
-    warn_if_diverged(m)
     console.print(f"[green]Done.[/green] Student, recipe.yaml, metrics.json and model card in {result.out}")
 
 

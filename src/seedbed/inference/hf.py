@@ -143,17 +143,8 @@ class TorchBackend:
         if r.cancelled:
             r.end("cancelled")
             return True
-        r.completion_tokens += 1
-        r.tokens.append(token)
-        at_limit = r.completion_tokens >= r.max_tokens or len(r.prompt_ids) + r.completion_tokens >= self.max_context
         complete = constraint is not None and constraint.accept(token)
-        piece, finish = tracker.push(token, at_limit, complete)
-        if piece:
-            r.emit(piece)
-        if finish:
-            r.end(finish)
-            return True
-        return False
+        return r.take(token, tracker, min(r.max_tokens, self.max_context - len(r.prompt_ids)), complete)
 
     def compile_schema(self, schema: dict):
         """llguidance's matcher for `schema`, compiled once per schema (cached); a `SchemaError` if it cannot be.

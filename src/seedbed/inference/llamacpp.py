@@ -327,18 +327,10 @@ class LlamaCppBackend:
         if r.cancelled:
             r.end("cancelled")
             return True
-        r.completion_tokens += 1
-        r.tokens.append(token)
         # Under a grammar an end-of-generation token is allowed only once the JSON is complete: the row ends
         # there even if the tokenizer does not name that token an end of turn.
         complete = row.gate is not None and self.llama_cpp.llama_vocab_is_eog(self.vocab, token)
-        piece, finish = row.tracker.push(token, at_limit=r.completion_tokens >= row.limit, complete=complete)
-        if piece:
-            r.emit(piece)
-        if finish:
-            r.end(finish)
-            return True
-        return False
+        return r.take(token, row.tracker, row.limit, complete)
 
     def finish(self, row: "SlotRow") -> None:
         """Free the row's slot (its cells stay cached), sampler and grammar."""

@@ -85,6 +85,20 @@ class Request:
         self.text += piece
         self.on_piece(piece)
 
+    def take(self, token: int, tracker, limit: int, complete: bool) -> bool:
+        """Record one new token (both backends): emit the text it makes safe to show (`tracker`, a
+        `stops.TextTracker`), and return True, after ending the request, once the row is done: a stop, the end of
+        turn, `limit` completion tokens, or `complete` (the JSON its schema asks for is whole)."""
+        self.completion_tokens += 1
+        self.tokens.append(token)
+        piece, finish = tracker.push(token, at_limit=self.completion_tokens >= limit, complete=complete)
+        if piece:
+            self.emit(piece)
+        if finish:
+            self.end(finish)
+            return True
+        return False
+
     def end(self, reason: str) -> None:
         self.finish_reason = reason
         self.on_end()
