@@ -88,3 +88,13 @@ def running_server(app):
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_for(predicate, timeout=120.0, every=0.2):
+    """Poll `predicate` until it returns something true (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := predicate()):
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")

@@ -15,16 +15,8 @@ from seedbed.errors import RecipeError
 from seedbed.studio.jobs import KILLED, Scheduler
 from seedbed.studio.verbs import build_recipe, process_command, shell_command
 
-from conftest import qa_records, write_jsonl
+from conftest import qa_records, wait_for, write_jsonl
 
-
-def wait_for(predicate, timeout=120.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := predicate()):
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
 
 
 def finished(scheduler: Scheduler, job_id: int):

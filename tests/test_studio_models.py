@@ -10,17 +10,11 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import wait_for
+
 from seedbed.studio.app import Studio, build_app
 from seedbed.studio.verbs import build_recipe
 
-
-def wait_for(predicate, timeout=120.0, every=0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := predicate()):
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
 
 
 def answers(url: str):
