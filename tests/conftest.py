@@ -3,6 +3,7 @@ saved in standard Hugging Face format, so every path runs in seconds with no dow
 
 from __future__ import annotations
 
+import time
 import json
 import os
 from contextlib import contextmanager

@@ -4,7 +4,6 @@ official openai SDK), the model card with its eval table as HTML, and a prepare 
 from __future__ import annotations
 
 import json
-import time
 
 import openai
 import pytest
