@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -105,7 +106,9 @@ def serve(model: str, port: int, max_batch: int, engine: str = "auto", baseline:
     """Start a server on `port`: `seedbed serve`, or with `baseline` llama.cpp's own on the same GGUF."""
     if baseline == "llama-cpp-python":
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "bench",
-               "--port", str(port), "--n_ctx", "8192", "--api_key", "bench"]
+               "--port", str(port), "--n_ctx", "8192", "--api_key", "bench",
+               # the threads our llama.cpp engine uses (every core): its default is half of them
+               "--n_threads", str(os.cpu_count()), "--n_threads_batch", str(os.cpu_count())]
     elif baseline == "llama-server":
         cmd = ["llama-server", "-m", model, "--port", str(port), "--alias", "bench", "--parallel", str(max_batch),
                "-c", str(2048 * max_batch), "--api-key", "bench"]
