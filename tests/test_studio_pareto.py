@@ -102,3 +102,47 @@ def test_pareto_front_ties_and_direction():
     assert pareto_front({"a": (1, 1.0), "b": (1, 0.5)}, lower_is_better=True) == ["b"]  # same size, better
     assert pareto_front({"a": (1, 1.0), "b": (1, 0.5)}, lower_is_better=False) == ["a"]
     assert pareto_front({}, lower_is_better=True) == []
+
+
+def test_compare_shows_lineage_only_the_differing_recipe_fields_and_eval_tables_side_by_side(tmp_path):
+    studio, c = studio_with_models(tmp_path)
+    d = studio.data_dir
+    fake_model(d, "q8", 0.5, recipe="quantize:\n  model: runs/big\n  method: int8\n")
+    (d / "runs" / "small" / "recipe.yaml").write_text("finetune:\n  base: /models/tiny\n  lr: 0.001\n  lora_r: 8\n")
+    (d / "runs" / "mid" / "README.md").write_text(
+        "---\ntags: [seedbed]\n---\n# mid\n\n<!-- seedbed eval: begin ... -->\n## Evaluation\n\n"
+        "| model | accuracy |\n|---|---|\n| mid | 0.77 |\n<!-- seedbed eval: end -->\n\nAfter the table.\n")
+    # The models page's checkboxes post to /compare.
+    models = c.get("/models").text
+    assert 'id="compare-form" action="/compare"' in models and 'name="model" value="runs/small" form="compare-form"' in models
+    page = c.get("/compare", params=[("model", "runs/small"), ("model", "runs/mid"), ("model", "runs/q8")])
+    assert page.status_code == 200
+    html = page.text
+    lineage = html.split("id=compare-lineage>", 1)[1].split("</table>", 1)[0]
+    assert "<code>runs/big</code> ─▶ <code>runs/q8</code>" in lineage  # the quantized model traced to its source
+    assert "<code>/models/tiny</code> ─▶ <code>runs/small</code>" in lineage
+    diff = html.split('id="recipe-diff">', 1)[1].split("</table>", 1)[0]
+    differing = re.findall(r"<tr><th><code>([^<]+)</code></th>((?:<td>[^<]*</td>)+)</tr>", diff)
+    cells = {name: re.findall(r"<td>([^<]*)</td>", row) for name, row in differing}
+    assert cells == {"made by": ["finetune", "finetune", "quantize"], "base": ["/models/tiny", "/models/tiny", "(not set)"],
+                     "lr": ["0.001", "0.0002", "(not set)"], "lora_r": ["8", "(not set)", "(not set)"],
+                     "model": ["(not set)", "(not set)", "runs/big"], "method": ["(not set)", "(not set)", "int8"]}
+    # small and mid alone: their recipes differ only in lr and lora_r; made by and base are the same, counted.
+    pair = c.get("/compare", params=[("model", "runs/small"), ("model", "runs/mid")]).text
+    assert re.findall(r"<tr><th><code>([^<]+)</code>", pair.split('id="recipe-diff">', 1)[1].split("</table>")[0]) == ["lr", "lora_r"]
+    assert "2 fields the same in every recipe, not shown" in pair
+    figures = html.split('id="compare-figures">', 1)[1].split("</table>", 1)[0]
+    held_out = re.search(r"<th>held-out loss on heldout.jsonl</th>(.*?)</tr>", figures).group(1)
+    assert held_out == "<td><b>2</b></td><td>2.5</td><td class=meta>not measured</td>"  # lower is better: small's
+    assert "<td>42.5</td>" in figures
+    cards = html.split('id="compare-cards">', 1)[1]
+    assert cards.index('data-model="runs/small"') < cards.index('data-model="runs/mid"') < cards.index('data-model="runs/q8"')
+    assert "<td>0.77</td>" in cards and "After the table" not in cards and "No eval table in its card" in cards
+
+
+def test_compare_needs_two_registered_models(tmp_path):
+    _, c = studio_with_models(tmp_path)
+    one = c.get("/compare", params={"model": "runs/small"})
+    assert one.status_code == 400 and "pick two or more models to compare (1 picked)" in one.text
+    unknown = c.get("/compare", params=[("model", "runs/small"), ("model", "runs/nope")])
+    assert unknown.status_code == 400 and "no registered model <code>runs/nope</code>" in unknown.text
