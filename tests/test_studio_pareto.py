@@ -48,8 +48,9 @@ def studio_with_models(tmp_path) -> tuple[Studio, TestClient]:
     fake_eval(d, {"runs/small": (0.30, 2.0), "runs/mid": (0.50, 2.5), "runs/big": (0.40, 1.5)})
     compare = d / "runs" / "compare"
     compare.mkdir()
-    (compare / "compare.json").write_text(json.dumps([{"name": "s", "model": "runs/small", "engine": "torch",
-                                                       "decode_tok_s": 42.5, "loss": None, "accuracy": None}]))
+    (compare / "compare.json").write_text(json.dumps([
+        {"name": "s", "model": "runs/small", "engine": "torch", "decode_tok_s": 42.5, "loss": None, "accuracy": None},
+        {"name": "b", "model": "runs/big/model.gguf", "engine": "llama.cpp", "decode_tok_s": 9.5}]))  # the file's dir
     (compare / "recipe.yaml").write_text("compare:\n  models: [s=runs/small]\n")
     return studio, TestClient(build_app(studio, schedule=False))
 
@@ -77,7 +78,8 @@ def test_the_pareto_front_is_the_models_no_other_beats_on_size_and_quality(tmp_p
     assert drawn(page) == {"runs/small": True, "runs/mid": False, "runs/big": True}
     assert "Not measured (held-out loss on heldout.jsonl): <code>runs/unmeasured</code>" in page
     assert "runs/small · 42.5 tok/s (torch)" in page  # measured speed, only where a compare run measured it
-    assert page.count("tok/s (") == 2  # the label in the chart and in the front's list: no other model has a speed
+    assert "runs/big · 9.5 tok/s (llama.cpp)" in page  # measured on the GGUF file in big's directory
+    assert page.count("tok/s (") == 4  # each in the chart and in the front's list: mid has no speed
 
     # Higher accuracy is better (the 0-shot rows, not the 3-shot ones): mid beats big on both, small is smallest.
     accuracy = c.get("/models", params={"metric": "accuracy, 0-shot, on heldout.jsonl"}).text
@@ -134,7 +136,7 @@ def test_compare_shows_lineage_only_the_differing_recipe_fields_and_eval_tables_
     figures = html.split('id="compare-figures">', 1)[1].split("</table>", 1)[0]
     held_out = re.search(r"<th>held-out loss on heldout.jsonl</th>(.*?)</tr>", figures).group(1)
     assert held_out == "<td><b>2</b></td><td>2.5</td><td class=meta>not measured</td>"  # lower is better: small's
-    assert "<td>42.5</td>" in figures
+    assert "<td>42.5</td>" in figures and "<td>9.5</td>" not in figures  # big is not compared here
     cards = html.split('id="compare-cards">', 1)[1]
     assert cards.index('data-model="runs/small"') < cards.index('data-model="runs/mid"') < cards.index('data-model="runs/q8"')
     assert "<td>0.77</td>" in cards and "After the table" not in cards and "No eval table in its card" in cards

@@ -75,8 +75,10 @@ def newest_first(data_dir: Path, name: str) -> list[Path]:
 
 
 def resolve(data_dir: Path, model: str) -> Path:
+    """The model directory a run named: a GGUF file's is the directory holding it (the registry's entry)."""
     path = Path(model).expanduser()
-    return (path if path.is_absolute() else data_dir / path).resolve()
+    path = (path if path.is_absolute() else data_dir / path).resolve()
+    return path.parent if path.suffix == ".gguf" else path
 
 
 def eval_figures(results_file: Path) -> dict[str, dict[str, float]]:
