@@ -178,6 +178,21 @@ def lifecycle(tmp_path: Path, base_model: str) -> None:
             page.wait_for_url("**/jobs/*")
             wait_for_job(page, page.url)
             assert list((data_dir / "runs" / "sums-lora-f16").glob("*.gguf"))
+
+            # The size / quality plot (the LoRA run's validation loss; the GGUF has none, named as not measured),
+            # then both ticked and compared.
+            page.goto(f"{base}/models")
+            assert "runs/sums-lora" in page.inner_text("#pareto-front")
+            assert "runs/sums-lora-f16" in page.inner_text("#pareto-missing")
+            assert page.locator("svg.scatter-chart circle.point.front").count() == 1
+            shot(page, "models-list")
+            page.check('input[name="model"][value="runs/sums-lora"]')
+            page.check('input[name="model"][value="runs/sums-lora-f16"]')
+            page.click("#compare-models")
+            page.wait_for_url("**/compare?*")
+            assert "quantize" in page.inner_text("#recipe-diff")  # what made each differs
+            assert "runs/sums-lora ─▶ runs/sums-lora-f16" in page.inner_text("#compare-lineage")
+            shot(page, "compare")
             browser.close()
     finally:
         stop_studio(studio)

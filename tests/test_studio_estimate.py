@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from seedbed.errors import SeedbedError
 from seedbed.plan import HARDWARE
-from seedbed.recipe import FinetuneRecipe
+from seedbed.recipe import DistillRecipe, FinetuneRecipe
 from seedbed.studio.app import Studio, build_app
-from seedbed.studio.estimate import estimate_finetune, parameters_of, tokens_to_train
+from seedbed.studio.estimate import estimate_distill, estimate_finetune, flops_rate, parameters_of, tokens_to_train
 
 from conftest import qa_records, write_jsonl
 
@@ -57,7 +57,7 @@ def test_a_finished_run_on_the_same_base_gives_the_measured_rate(tiny_model, tmp
     other = {"base": "elsewhere", "tokens_per_s": 500.0, "total_parameters": 1_000_000}  # 3e9 FLOP/s
     scaled = estimate_finetune(recipe, tmp_path, [other])
     assert scaled.seconds == pytest.approx(6 * scaled.parameters * scaled.tokens / 3e9)
-    assert scaled.basis.startswith("measured on another base")
+    assert scaled.basis.startswith("measured on another run")
 
 
 def test_the_form_shows_the_estimate_before_the_job_starts(tiny_model, tmp_path):
@@ -80,3 +80,48 @@ def test_the_form_shows_the_estimate_before_the_job_starts(tiny_model, tmp_path)
     missing = c.post("/api/recipe", json={"verb": "finetune", "fields": {**fields, "data": ["nope.jsonl"]}}).json()
     assert "No estimate yet" in missing["estimate"] and "nope.jsonl" in missing["estimate"]
     assert c.post("/api/recipe", json={"verb": "quantize", "fields": {"model": "m"}}).json()["estimate"] == ""
+
+
+def test_a_distillation_counts_the_students_training_and_the_teachers_forward_pass(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "t.jsonl", qa_records(40))
+    n = parameters_of(str(tiny_model), tmp_path, [])
+    spec = HARDWARE["cpu-2core"]
+    rate = spec["flops_per_s"] * spec["mfu"]
+    logit = estimate_distill(DistillRecipe(teacher=str(tiny_model), student=str(tiny_model), data=[data.name]),
+                             tmp_path, [])
+    assert logit.tokens == data.stat().st_size // 4 and logit.parameters == n
+    assert logit.seconds == pytest.approx((6 * n + 2 * n) * logit.tokens / rate)  # the teacher: forward only
+    assert ("teacher parameters", f"{n:,}") in logit.rows() and "upper bound" not in logit.basis
+    sequence = estimate_distill(DistillRecipe(teacher=str(tiny_model), student=str(tiny_model), data=[data.name],
+                                              mode="sequence"), tmp_path, [])
+    assert sequence.seconds == pytest.approx(6 * n * sequence.tokens / rate)  # generation is said, not counted
+    assert "not counted" in dict(sequence.rows())["FLOPs counted"]
+    # A preset student is not built yet: counted at the teacher's size, an upper bound, and said so.
+    preset = estimate_distill(DistillRecipe(teacher=str(tiny_model), student="keep-every-2", data=[data.name]),
+                              tmp_path, [])
+    assert preset.seconds == pytest.approx(logit.seconds) and "upper bound" in preset.basis
+    # A finished distillation with the same teacher, student and mode: its tokens/s and its student's size.
+    same = {"teacher": str(tiny_model), "student": "keep-every-2", "mode": "logit", "tokens_per_s": 100.0,
+            "student_parameters": 10, "teacher_parameters": 20}
+    measured = estimate_distill(DistillRecipe(teacher=str(tiny_model), student="keep-every-2", data=[data.name]),
+                                tmp_path, [same])
+    assert measured.seconds == pytest.approx(measured.tokens / 100.0) and measured.parameters == 10
+    assert measured.basis.startswith("measured: 100 tokens/s") and "upper bound" not in measured.basis
+    assert flops_rate(same) == (6 * 10 + 2 * 20) * 100.0
+    # Another run's rate (a fine-tune's 6·N·tokens/s = 3e9 FLOP/s) applied to this run's FLOPs a token.
+    other = {"base": "elsewhere", "tokens_per_s": 500.0, "total_parameters": 1_000_000}
+    scaled = estimate_distill(DistillRecipe(teacher=str(tiny_model), student=str(tiny_model), data=[data.name]),
+                              tmp_path, [other])
+    assert scaled.seconds == pytest.approx(8 * n * scaled.tokens / 3e9)
+    unknown = estimate_distill(DistillRecipe(teacher="someone/unknown", data=[data.name]), tmp_path, [])
+    assert unknown.seconds is None and unknown.basis.startswith("no time estimate")
+
+
+def test_the_distill_form_shows_its_estimate(tiny_model, tmp_path):
+    studio = Studio(tmp_path / "studio")
+    write_jsonl(studio.data_dir / "t.jsonl", qa_records(40))
+    c = TestClient(build_app(studio, schedule=False))
+    fields = {"teacher": str(tiny_model), "data": ["t.jsonl"], "out": "runs/d"}
+    shown = c.post("/api/recipe", json={"verb": "distill", "fields": fields}).json()["estimate"]
+    assert "training time" in shown and "teacher parameters" in shown and "teacher&#x27;s forward pass" in shown
+    assert "upper bound" in shown  # the default student is the keep-every-2 preset

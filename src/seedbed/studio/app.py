@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from seedbed.studio import datasets_page, jobs_page, models_page, playground_page
+from seedbed.studio import compare_page, datasets_page, jobs_page, models_page, playground_page
 from seedbed.studio.jobs import Scheduler
 
 COOKIE = "seedbed_studio_token"
@@ -89,6 +89,6 @@ def build_app(studio: Studio, schedule: bool = True) -> FastAPI:
             kind = "text/plain; charset=utf-8"
         return Response(target.read_bytes(), media_type=kind)
 
-    for module in (jobs_page, datasets_page, models_page, playground_page):
+    for module in (jobs_page, datasets_page, compare_page, models_page, playground_page):
         app.include_router(module.router)
     return app

@@ -18,7 +18,7 @@ from seedbed.errors import SeedbedError
 from seedbed.html_page import table
 from seedbed.studio import runner
 from seedbed.studio.charts import loss_chart
-from seedbed.studio.estimate import estimate_finetune, finished_training_runs
+from seedbed.studio.estimate import estimate_distill, estimate_finetune, finished_training_runs
 from seedbed.studio.layout import state_badge, studio_page
 from seedbed.studio.progress import log_tail, read_progress
 from seedbed.studio.store import Job
@@ -139,12 +139,14 @@ async def preview_recipe(request: Request):
 
 
 def estimate_html(s, verb: str, recipe) -> str:
-    """The time and cost a fine-tuning job will take, as a table (seedbed.studio.estimate), or why there is none."""
-    if verb != "finetune":
+    """The time and cost a fine-tuning or distillation job will take, as a table (seedbed.studio.estimate), or why
+    there is none."""
+    estimator = {"finetune": estimate_finetune, "distill": estimate_distill}.get(verb)
+    if estimator is None:
         return ""
     runs = finished_training_runs(s.data_dir, s.scheduler.store.list(limit=50, states=("done",)))
     try:
-        rows = estimate_finetune(recipe, s.data_dir, runs).rows()
+        rows = estimator(recipe, s.data_dir, runs).rows()
     except SeedbedError as e:
         return f'<p class=meta>No estimate yet: {escape(str(e))}</p>'
     return table(["estimate", ""], rows)

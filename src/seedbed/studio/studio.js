@@ -136,3 +136,7 @@ if ($("ab-ask")) {
     } catch (e) { $("ab-result").textContent = e.message; }
   });
 }
+
+// The models page: picking another quality figure redraws the Pareto plot (the page's form works without this).
+const paretoMetric = $("pareto-metric");
+if (paretoMetric) paretoMetric.addEventListener("change", () => paretoMetric.form.submit());
