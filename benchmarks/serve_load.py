@@ -7,7 +7,7 @@
 
 `--baseline llama-server` runs llama.cpp's `llama-server` (on PATH) on the same GGUF with `--parallel` slots;
 `--baseline llama-cpp-python` runs `python -m llama_cpp.server`. `--shared-prefix K` starts every request with
-the same system prompt of K few-shot examples (what prefix caching is for). A 429 (queue full) is counted apart
+the same K few-shot examples (what prefix caching is for). A 429 (queue full) is counted apart
 from failures.
 
 For each batching setting the server is started in a child process on a localhost port (batching off is
@@ -26,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,29 +49,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def few_shot_system(k: int) -> list[dict]:
-    """A system prompt of `k` worked examples shared by every request (empty for k = 0)."""
+def few_shot_prefix(k: int) -> str:
+    """`k` worked examples that begin every request's user message (empty for k = 0). In the user turn, not a
+    system message: Gemma has no system role (its template folds one into the user turn; llama-cpp-python's
+    `gemma` chat format drops it), so this way every server sees the same tokens."""
     if not k:
-        return []
+        return ""
     shots = "\n\n".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}." for a, b in
                          [(3 * i + 1, 7 * i + 2) for i in range(k)])
-    return [{"role": "system", "content": "Answer briefly, as in these examples.\n\n" + shots}]
+    return "Answer briefly, as in these examples.\n\n" + shots + "\n\n"
 
 
-async def one_request(client, model: str, prompt: str, tokens: int, system: list[dict]) -> dict:
+async def one_request(client, model: str, prompt: str, tokens: int, prefix: str) -> dict:
     import openai
 
     started = time.perf_counter()
-    first, completion = None, 0
+    first, completion, pieces = None, 0, 0
     try:
         stream = await client.chat.completions.create(
-            model=model, messages=[*system, {"role": "user", "content": prompt}], max_tokens=tokens, temperature=0,
+            model=model, messages=[{"role": "user", "content": prefix + prompt}], max_tokens=tokens, temperature=0,
             stream=True, stream_options={"include_usage": True})
         async for chunk in stream:
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter() - started
+            if chunk.choices and chunk.choices[0].delta.content:
+                first = first or time.perf_counter() - started
+                pieces += 1
             if chunk.usage:
                 completion = chunk.usage.completion_tokens
+        # llama-cpp-python's server sends no usage chunk; it streams one token a chunk, so count those
+        completion = completion or pieces
     except openai.RateLimitError:  # the queue was full: counted apart from failures
         return {"ok": False, "rate_limited": True, "error": "429"}
     except Exception as e:  # counted, never hidden
@@ -78,13 +84,13 @@ async def one_request(client, model: str, prompt: str, tokens: int, system: list
     return {"ok": True, "latency": time.perf_counter() - started, "ttft": first or 0.0, "tokens": completion}
 
 
-async def load(base_url: str, model: str, clients: int, rounds: int, tokens: int, system: list[dict]) -> dict:
+async def load(base_url: str, model: str, clients: int, rounds: int, tokens: int, prefix: str) -> dict:
     import openai
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=600)
     results, started = [], time.perf_counter()
     for _ in range(rounds):
-        results += await asyncio.gather(*(one_request(client, model, PROMPTS[i % len(PROMPTS)], tokens, system)
+        results += await asyncio.gather(*(one_request(client, model, PROMPTS[i % len(PROMPTS)], tokens, prefix)
                                           for i in range(clients)))
     wall = time.perf_counter() - started
     await client.close()
@@ -101,21 +107,27 @@ async def load(base_url: str, model: str, clients: int, rounds: int, tokens: int
     }
 
 
-def serve(model: str, port: int, max_batch: int, engine: str = "auto", baseline: str | None = None
-          ) -> subprocess.Popen:
+def serve(model: str, port: int, max_batch: int, engine: str = "auto", baseline: str | None = None,
+          chat_format: str | None = None) -> subprocess.Popen:
     """Start a server on `port`: `seedbed serve`, or with `baseline` llama.cpp's own on the same GGUF."""
     if baseline == "llama-cpp-python":
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "bench",
                "--port", str(port), "--n_ctx", "8192", "--api_key", "bench",
                # the threads our llama.cpp engine uses (every core): its default is half of them
-               "--n_threads", str(os.cpu_count()), "--n_threads_batch", str(os.cpu_count())]
+               "--n_threads", str(os.cpu_count()), "--n_threads_batch", str(os.cpu_count()),
+               # its default lets each new request cut off the one streaming: concurrent clients would get
+               # truncated answers instead of waiting their turn
+               "--interrupt_requests", "False",
+               *(["--chat_format", chat_format] if chat_format else [])]
     elif baseline == "llama-server":
         cmd = ["llama-server", "-m", model, "--port", str(port), "--alias", "bench", "--parallel", str(max_batch),
                "-c", str(2048 * max_batch), "--api-key", "bench"]
     else:
         cmd = [sys.executable, "-m", "seedbed.cli", "serve", "--model", f"bench={model}", "--port", str(port),
                "--api-key", "bench", "--max-batch", str(max_batch), "--batch-window-ms", "20", "--engine", engine]
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr to a file, not a pipe nobody reads while it runs: llama.cpp's load log fills a pipe and blocks the server
+    log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     import httpx
 
     for _ in range(600):
@@ -126,7 +138,7 @@ def serve(model: str, port: int, max_batch: int, engine: str = "auto", baseline:
         except httpx.HTTPError:
             time.sleep(0.5)
         if process.poll() is not None:
-            sys.exit(f"server exited: {process.stderr.read()[-2000:]}")
+            sys.exit(f"server exited: {Path(log.name).read_text()[-2000:]}")
     sys.exit("server did not start")
 
 
@@ -140,8 +152,10 @@ def main() -> None:
     parser.add_argument("--engine", default="auto", choices=["auto", "torch", "llama.cpp"])
     parser.add_argument("--baseline", choices=["llama-cpp-python", "llama-server"],
                         help="also run llama.cpp's own server on the same GGUF (--model must be a .gguf file)")
+    parser.add_argument("--chat-format", help="llama-cpp-python's chat format for the baseline (gemma: the GGUF's own "
+                        "Jinja template makes it end every Gemma 3 answer at once, with no content)")
     parser.add_argument("--no-unbatched", action="store_true", help="skip the --max-batch 1 run")
-    parser.add_argument("--shared-prefix", type=int, default=0, help="few-shot examples in a shared system prompt")
+    parser.add_argument("--shared-prefix", type=int, default=0, help="few-shot examples at the start of every request")
     parser.add_argument("--out", default="benchmarks/results/serve_load.json")
     args = parser.parse_args()
 
@@ -149,17 +163,17 @@ def main() -> None:
 
     if args.engine != "llama.cpp":
         resolve(args.model)  # convert a GGUF once, before any server starts
-    system = few_shot_system(args.shared_prefix)
+    prefix = few_shot_prefix(args.shared_prefix)
     runs = [("on", args.batch, None)] + ([] if args.no_unbatched else [("off", 1, None)])
     runs += [(args.baseline, args.batch, args.baseline)] if args.baseline else []
     rows = []
     for label, max_batch, baseline in runs:
         port = free_port()
-        server = serve(args.model, port, max_batch, args.engine, baseline)
+        server = serve(args.model, port, max_batch, args.engine, baseline, args.chat_format)
         try:
             for clients in args.clients:
                 row = {"batching": label, **asyncio.run(load(f"http://127.0.0.1:{port}/v1", "bench", clients,
-                                                             args.rounds, args.tokens, system))}
+                                                             args.rounds, args.tokens, prefix))}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:

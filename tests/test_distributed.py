@@ -52,6 +52,36 @@ def test_finetune_two_processes_give_one_process_curve(tiny_model, tmp_path):
     assert one[-1] < one[0]
 
 
+def test_finetune_on_two_ray_train_workers_gives_one_process_curve(tiny_model, tmp_path):
+    """`--launcher ray`: the same two processes as Ray Train workers (a local Ray cluster) give the same curve,
+    and the relative --out lands where the command was started, not in Ray's run directory."""
+    pytest.importorskip("ray.train.torch", reason="the ray extra")
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_records(64))
+    common = ["--base", str(tiny_model), "--data", str(data), "--method", "full", "--max-steps", "6", "--lr", "1e-3",
+              "--logging-steps", "1", "--val-fraction", "0", "--truthfulness-questions", "0", "--quiet",
+              "--template-tokens", "off"]
+    env = {**ENV, "SEEDBED_HOME": str(tmp_path / "home"), "RAY_ADDRESS": "local"}
+    for out, extra in (("one", ["--batch-size", "8"]),
+                       ("two", ["--batch-size", "4", "--num-processes", "2", "--launcher", "ray"])):
+        done = subprocess.run([sys.executable, "-m", "seedbed.cli", "finetune", *common, *extra, "--out", out],
+                              env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 6
+    assert two == pytest.approx(one, rel=1e-4)
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["processes"] == 2
+
+
+def test_a_failing_ray_run_exits_nonzero_with_its_reason(tmp_path):
+    pytest.importorskip("ray.train.torch", reason="the ray extra")
+    env = {**ENV, "SEEDBED_HOME": str(tmp_path / "home"), "RAY_ADDRESS": "local"}
+    done = subprocess.run([sys.executable, "-m", "seedbed.cli", "finetune", "--base", str(tmp_path / "missing"),
+                           "--data", str(tmp_path / "none.jsonl"), "--num-processes", "2", "--launcher", "ray",
+                           "--out", "x", "--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "none.jsonl" in done.stdout + done.stderr
+
+
 @pytest.mark.slow
 def test_distill_two_processes_give_one_process_curve(tiny_model, tmp_path):
     """Logit distillation (the teacher in every process, the student under DDP) with batch 4 in each of 2 processes

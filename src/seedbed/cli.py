@@ -45,14 +45,14 @@ def recipe_command(name: str, stage, section: str, default_recipe: str | None = 
 
 
 def relaunched(recipe) -> bool:
-    """With --num-processes N > 1, run this same command under `accelerate launch` instead (seedbed.train.launch)."""
+    """With --num-processes N > 1, run this same command under `accelerate launch` (or Ray Train) instead (seedbed.train.launch)."""
     import sys
 
-    from seedbed.train.launch import launched, relaunch
+    from seedbed.train.launch import launched, ray_relaunch, relaunch
 
     if recipe.num_processes <= 1 or launched():
         return False
-    status = relaunch(recipe.num_processes, sys.argv[1:])
+    status = (ray_relaunch if recipe.launcher == "ray" else relaunch)(recipe.num_processes, sys.argv[1:])
     if status:
         raise typer.Exit(status)
     return True

@@ -70,7 +70,7 @@ def verb_extras(verb: str, recipe=None) -> tuple[str, ...]:
         judge = getattr(recipe, "judge", None) or ""
         needed += ["judge"] if judge.startswith(("http://", "https://")) else []
         needed += ["lm-eval"] if getattr(recipe, "lm_eval", None) else []
-    if getattr(recipe, "engine", None) == "ray":
+    if getattr(recipe, "engine", None) == "ray" or getattr(recipe, "launcher", None) == "ray":
         needed.append("ray")
     return tuple(dict.fromkeys(needed))
 

@@ -157,9 +157,10 @@ class TrainArgs(Stage):
     resume: bool = Field(False, description="Continue the run in `out` from its last checkpoint.")
     quiet: bool = Field(False, description="No progress bar.")
     num_processes: int = Field(1, ge=1, description="Train with this many processes (DDP under `accelerate launch`: one per GPU, or gloo on CPUs); a checkpoint resumes under any count.")
+    launcher: Literal["accelerate", "ray"] = Field("accelerate", description="What starts the --num-processes processes: `accelerate launch` on this machine, or Ray Train workers on the Ray cluster RAY_ADDRESS names (the `ray` extra).")
     # A seeded subset, not all 817 nor 200: on Gemma 3 270M and 2 CPU cores a question costs ~3.2 s per model
-    # (322 CPU-s for 50; BENCHMARKS.md, "Truthfulness and knowledge by likelihood"), and `seedbed demo` (13.7 of
-    # its 15 minutes) has ~80 s left for the tuned model and its base. 8 catches a collapse, not a 2-point
+    # (322 CPU-s for 50; BENCHMARKS.md, "Truthfulness and knowledge by likelihood"), and `seedbed demo` (13.0 of
+    # its 15 minutes with it, measured) had ~80 s to spare for the tuned model and its base. 8 catches a collapse, not a 2-point
     # change (± ~14 points); ask for more (817 is minutes on a GPU). The base's figure is cached per base.
     truthfulness_questions: int = Field(TRUTHFULNESS_QUESTIONS, ge=0, description="After training, TruthfulQA MC1/MC2 on this many seeded questions for the model and its base, on the model card (0: off).")
 

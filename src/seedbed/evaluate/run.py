@@ -27,7 +27,6 @@ import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from pathlib import Path
 
 from seedbed.atomic import atomic_write_text, check_output_dir, local_inputs, mark_output_dir
 from seedbed.chat import Example, render_prompt

@@ -115,7 +115,6 @@ def pretrain(recipe: PretrainRecipe, callbacks: list | None = None) -> PretrainR
         )
         metrics["text"] = text
         metrics["shape"] = shape_of(final.config)
-        metrics["processes"] = state.num_processes
         metrics["tokens_per_parameter"] = round(metrics["tokens_seen"] / parameters, 2)
         metrics["cost"] = lineage.estimated_cost(metrics["wall_time_s"], recipe.cost_per_hour)
         metrics["samples"] = write_samples(final, tokenizer, recipe, val_documents(recipe))

@@ -23,7 +23,7 @@ from seedbed.atomic import OWNER_MARKER, atomic_path, check_output_dir
 from seedbed.chat import tokenize_example
 from seedbed.data.readers import read_examples
 from seedbed.errors import RecipeError, TrainingDiverged
-from seedbed.models import checkpoint_dtype, default_device, inference_dtype, resolve, save_model
+from seedbed.models import default_device, inference_dtype, resolve, save_model
 from seedbed.recipe import TrainArgs, load_recipe
 from seedbed.train import callbacks as cb
 from seedbed.train import lineage
@@ -386,6 +386,7 @@ def run_metrics(trainer, result, clock, *, data, not_sampled: int, features: tup
             "dropped_ids": train_stats["dropped_ids"] + val_stats["dropped_ids"],
         },
         "device": default_device(),
+        "processes": trainer.accelerator.num_processes,
         "precision": next((p for p in ("bf16", "fp16") if precision_flags[p]), "fp32"),
         "hardware": lineage.hardware(),
         "packages": lineage.package_versions(),
