@@ -88,7 +88,8 @@ def run_demo(recipe: DemoRecipe) -> dict:
         console.print(Text("> " + answer["question"], style="bold"))
         console.print(Text(brief(answer["prediction"])), "\n")
 
-    console.rule("3/4  LoRA fine-tuning on the curated records")
+    method = "LoRA" if recipe.finetune.method == "lora" else "Full"
+    console.rule(f"3/4  {method} fine-tuning on the curated records")
     if finished:
         console.print(f"A finished demo model is in {tuned_dir}; reusing it (pass --retrain to train again).")
     else:
