@@ -40,7 +40,7 @@ def main() -> None:
 
     from transformers import GenerationConfig
 
-    from seedbed.chat import render_prompt
+    from seedbed.chat import end_of_turn_token_ids, render_prompt
     from seedbed.inference import load
     from seedbed.inference.generate import generate_requests
     from seedbed.inference.stops import Sampling
@@ -57,8 +57,6 @@ def main() -> None:
         return sum(r.completion_tokens for r in done)
 
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    from seedbed.chat import end_of_turn_token_ids
-
     ends = sorted(backend.eos_ids | set(end_of_turn_token_ids(tokenizer)))  # where ours stops too
     config = GenerationConfig(max_new_tokens=args.tokens, do_sample=False, eos_token_id=ends,
                               pad_token_id=tokenizer.pad_token_id)

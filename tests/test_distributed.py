@@ -26,9 +26,17 @@ from conftest import qa_records, write_jsonl
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
 
 
-def seedbed(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "seedbed.cli", *args], env=ENV, capture_output=True, text=True)
+def seedbed(*args: str, env: dict = ENV, cwd: Path | None = None) -> None:
+    done = subprocess.run([sys.executable, "-m", "seedbed.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def full_finetune(tiny_model: Path, data: Path, steps: int) -> list[str]:
+    """Flags of a short full fine-tune whose curve one and two processes can compare (no validation, no card)."""
+    return ["--base", str(tiny_model), "--data", str(data), "--method", "full", "--max-steps", str(steps),
+            "--lr", "1e-3", "--logging-steps", "1", "--val-fraction", "0", "--truthfulness-questions", "0",
+            "--quiet", "--template-tokens", "off"]
 
 
 def losses(out: Path) -> list[float]:
@@ -40,10 +48,7 @@ def val_losses(out: Path) -> list[float]:
 
 
 def test_finetune_two_processes_give_one_process_curve(tiny_model, tmp_path):
-    data = write_jsonl(tmp_path / "qa.jsonl", qa_records(64))
-    common = ["--base", str(tiny_model), "--data", str(data), "--method", "full", "--max-steps", "8", "--lr", "1e-3",
-              "--logging-steps", "1", "--val-fraction", "0", "--truthfulness-questions", "0", "--quiet",
-              "--template-tokens", "off"]
+    common = full_finetune(tiny_model, write_jsonl(tmp_path / "qa.jsonl", qa_records(64)), steps=8)
     seedbed("finetune", *common, "--batch-size", "8", "--out", str(tmp_path / "one"))
     seedbed("finetune", *common, "--batch-size", "4", "--num-processes", "2", "--out", str(tmp_path / "two"))
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
@@ -56,16 +61,11 @@ def test_finetune_on_two_ray_train_workers_gives_one_process_curve(tiny_model, t
     """`--launcher ray`: the same two processes as Ray Train workers (a local Ray cluster) give the same curve,
     and the relative --out lands where the command was started, not in Ray's run directory."""
     pytest.importorskip("ray.train.torch", reason="the ray extra")
-    data = write_jsonl(tmp_path / "qa.jsonl", qa_records(64))
-    common = ["--base", str(tiny_model), "--data", str(data), "--method", "full", "--max-steps", "6", "--lr", "1e-3",
-              "--logging-steps", "1", "--val-fraction", "0", "--truthfulness-questions", "0", "--quiet",
-              "--template-tokens", "off"]
+    common = full_finetune(tiny_model, write_jsonl(tmp_path / "qa.jsonl", qa_records(64)), steps=6)
     env = {**ENV, "SEEDBED_HOME": str(tmp_path / "home"), "RAY_ADDRESS": "local"}
-    for out, extra in (("one", ["--batch-size", "8"]),
-                       ("two", ["--batch-size", "4", "--num-processes", "2", "--launcher", "ray"])):
-        done = subprocess.run([sys.executable, "-m", "seedbed.cli", "finetune", *common, *extra, "--out", out],
-                              env=env, cwd=tmp_path, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seedbed("finetune", *common, "--batch-size", "8", "--out", "one", env=env, cwd=tmp_path)
+    seedbed("finetune", *common, "--batch-size", "4", "--num-processes", "2", "--launcher", "ray", "--out", "two",
+            env=env, cwd=tmp_path)
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one) == len(two) == 6
     assert two == pytest.approx(one, rel=1e-4)

@@ -101,11 +101,9 @@ def estimate_distill(recipe, data_dir: Path, finished: list[dict], hardware: str
         return Estimate(tokens, student, None, None, "no time estimate: the teacher's or student's size is unknown "
                         "until it is loaded (a hub id), and no distillation from it has finished here", more)
     flops = FLOPS_PER_PARAMETER_TOKEN * (student or 0) + (2 * (teacher or 0) if logit else 0)
-    estimate = timed(tokens, student, flops, same, "the last distillation with this teacher, student and mode",
-                     finished, getattr(recipe, "cost_per_hour", None), hardware)
-    estimate.more = more
-    estimate.basis = "; ".join([*notes, estimate.basis])
-    return estimate
+    # getattr: a DistillRecipe has no cost_per_hour field (finetune and pretrain take it from RunArgs)
+    return timed(tokens, student, flops, same, "the last distillation with this teacher, student and mode",
+                 finished, getattr(recipe, "cost_per_hour", None), hardware, notes, more)
 
 
 def training_tokens(recipe, data_dir: Path) -> int:
@@ -130,7 +128,8 @@ def flops_rate(metrics: dict) -> float | None:
 
 
 def timed(tokens: int, parameters: int | None, flops_per_token: float, same: dict | None, same_what: str,
-          finished: list[dict], cost_per_hour: float | None, hardware: str) -> Estimate:
+          finished: list[dict], cost_per_hour: float | None, hardware: str, notes: list[str] = (),
+          more: list[tuple[str, str]] = ()) -> Estimate:
     """Time and cost of `tokens` at the first rate there is: `same` run's tokens/s, another run's FLOP/s, or the
     hardware's stated FLOP/s."""
     per_hour = cost_per_hour if cost_per_hour is not None else HARDWARE[hardware]["usd_per_hour"]
@@ -149,7 +148,8 @@ def timed(tokens: int, parameters: int | None, flops_per_token: float, same: dic
         seconds = flops_per_token * tokens / rate
         basis = f"stated: {rate:.3g} FLOP/s for {hardware} ({spec['source']}); no run has finished here yet"
     cost_basis = "the recipe's cost_per_hour" if cost_per_hour is not None else f"{hardware}'s ${per_hour}/hour"
-    return Estimate(tokens, parameters, seconds, seconds / 3600 * per_hour, f"{basis}; cost at {cost_basis}")
+    return Estimate(tokens, parameters, seconds, seconds / 3600 * per_hour,
+                    "; ".join([*notes, f"{basis}; cost at {cost_basis}"]), list(more))
 
 
 def tokens_to_train(recipe, data_tokens: int, records: int) -> int:
