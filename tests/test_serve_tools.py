@@ -23,7 +23,7 @@ WEATHER_SPEC = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
-def _serve(engines: dict):
+def _serve(engines: dict, limits: Limits | None = None):
     import socket
 
     import uvicorn
@@ -33,7 +33,7 @@ def _serve(engines: dict):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = ServerConfig(engines, limits=Limits(max_tokens=128), tools={"calculator": CALCULATOR})
+    config = ServerConfig(engines, limits=limits or Limits(max_tokens=128), tools={"calculator": CALCULATOR})
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -70,6 +70,11 @@ def test_calculator_completes_annotations_exactly(wrong_at_arithmetic):
         tooled = client.chat.completions.create(model="calc", messages=question, temperature=0, max_tokens=40,
                                                 tools=[CALCULATOR.spec()])
         assert "<<17*23=391>>" in tooled.choices[0].message.content  # computed by the calculator, exactly
+        pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="calc", messages=question, temperature=0, max_tokens=40, tools=[CALCULATOR.spec()], stream=True)
+            if c.choices]
+        assert "391>>" in pieces  # the calculator's value, sent as it is computed
+        assert "".join(pieces) == tooled.choices[0].message.content
     finally:
         server.should_exit = True
 
@@ -382,3 +387,83 @@ def test_a_forced_tool_call_streams_too(tiny_model):
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("get_weather", {"city": "Riga"})]
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == ""
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"
+
+
+class RoundsBackend(ScriptedBackend):
+    """A scripted model that writes each reply piece by piece (`script(prompt)` gives the pieces); after the piece
+    `wait_after` it waits until the test says the client has seen it, so a turn computed whole first cannot pass."""
+
+    def __init__(self, path, script, wait_after=None):
+        super().__init__(path, script)
+        self.wait_after, self.client_saw, self.waited = wait_after, threading.Event(), None
+
+    def decode(self, batch, admit=None):
+        for request in batch:
+            prompt = self.tokenizer.decode(request.prompt_ids)
+            self.prompts.append(prompt)
+            for piece in self.script(prompt):
+                request.completion_tokens += 1
+                request.emit(piece)
+                if piece == self.wait_after:
+                    self.waited = self.client_saw.wait(timeout=20)
+            request.end("stop")
+
+
+def calculator_rounds(prompt: str) -> list[str]:
+    result = re.search(r"<tool_response>calculator: (.*?)</tool_response>", prompt)
+    if result:
+        return ["The answer ", f"is {result.group(1)}."]
+    return ["Let me compute. ", '<tool_call>{"name": "calculator", ', '"arguments": {"expression": "12*(3+4)"}}',
+            "</tool_call>"]
+
+
+def test_a_server_tool_loop_streams_each_round_as_it_is_decoded(tiny_model):
+    """Streamed, a turn whose tool the server runs shows each round's text as the model writes it (the final
+    answer's first piece reaches the client while the model is still writing the rest), never the server's own
+    call; the joined deltas, finish reason and usage are the whole reply's."""
+    backend = RoundsBackend(str(tiny_model), calculator_rounds, wait_after="The answer ")
+    server, client = _serve({"rounds": Engine("rounds", backend)})
+    ask = dict(model="rounds", messages=[{"role": "user", "content": "What is 12 times 7?"}], tools=[CALCULATOR_SPEC])
+    try:
+        content, finish, used = "", None, None
+        for chunk in client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}):
+            if chunk.usage:
+                used = chunk.usage
+            if not chunk.choices:
+                continue
+            assert not chunk.choices[0].delta.tool_calls  # the server's call is run, not handed to the client
+            content += chunk.choices[0].delta.content or ""
+            if content.endswith("The answer "):
+                backend.client_saw.set()  # the model has not written "is 84." yet
+            finish = chunk.choices[0].finish_reason or finish
+        assert backend.waited is True
+        backend.wait_after = None
+        whole = client.chat.completions.create(**ask)
+    finally:
+        server.should_exit = True
+    assert content == "Let me compute. \n\nThe answer is 84." == whole.choices[0].message.content
+    assert finish == "stop" == whole.choices[0].finish_reason
+    assert (used.prompt_tokens, used.completion_tokens) == (whole.usage.prompt_tokens, whole.usage.completion_tokens)
+    assert used.completion_tokens == 6  # 4 pieces in the first round, 2 in the second
+
+
+def test_a_streamed_tool_loop_reports_errors(tiny_model):
+    """A request the loop's first round refuses is an HTTP error before any chunk; one a later round refuses (its
+    prompt, with the tool's result, is past the limit) ends the stream with an error the SDK raises."""
+    from seedbed.serve.chat_completions import prompt_ids, tool_conversation
+    from seedbed.serve.tools import CALCULATOR
+
+    engine = Engine("rounds", RoundsBackend(str(tiny_model), calculator_rounds))
+    ask = dict(model="rounds", messages=[{"role": "user", "content": "What is 12 times 7?"}], tools=[CALCULATOR_SPEC])
+    first = len(prompt_ids(engine, *tool_conversation(engine, ask["messages"], [CALCULATOR])))
+    server, client = _serve({"rounds": engine}, Limits(max_tokens=128, max_prompt_tokens=first + 5))
+    try:
+        with pytest.raises(openai.BadRequestError, match="max_tokens"):
+            client.chat.completions.create(**ask, stream=True, max_tokens=1000)
+        seen = ""
+        with pytest.raises(openai.APIError, match="the prompt has .* tokens"):
+            for chunk in client.chat.completions.create(**ask, stream=True):
+                seen += chunk.choices[0].delta.content or "" if chunk.choices else ""
+        assert seen == "Let me compute. "  # the first round streamed; the second could not start
+    finally:
+        server.should_exit = True

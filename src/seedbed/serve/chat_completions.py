@@ -7,8 +7,9 @@ GSM8K-style annotation the model opens (`<<48/2=`) is completed by the calculato
 
 The model is told about the tools through its chat template's own `tools` argument when the template takes one
 (the format it was trained on), else by a Hermes-style system prompt (`tools.tools_system_prompt`). Streamed, a
-reply with client tools shows its text as it is decoded and each call as soon as its `<tool_call>` block closes
-(`tools.ToolCallStream`); only a reply that runs server tools is computed whole and then sent as chunks.
+reply shows its text as it is decoded and each client call as soon as its `<tool_call>` block closes, also when
+server tools run in between (each round's text as it comes, the calculator's values as it computes them): one
+reading of the turn (`tools.AssistantTurn`) makes the stream's deltas and the whole reply's message alike.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from seedbed.serve.engine import Engine
 from seedbed.serve.grounding import ground
 from seedbed.serve.metrics import ServerMetrics
 from seedbed.serve.protocol import (
-    APIError, Chunks, ServerConfig, choice_seed, complete_within_limits, count_tokens, find_engine, finish_reason,
-    merged, new_request, response_schema, sse_event, sse_response, total_usage, usage,
+    APIError, Chunks, ServerConfig, choice_seed, complete_within_limits, count_tokens, error_body, find_engine,
+    finish_reason, merged, new_request, response_schema, sse_event, sse_response, total_usage, usage,
 )
 from seedbed.serve.tools import (
-    ToolCallStream, messages_for_native_template, messages_for_template, parse_tool_calls, run_tool_loop,
-    tool_from_openai, tools_system_prompt,
+    AssistantTurn, messages_for_native_template, messages_for_template, run_tool_loop, tool_from_openai,
+    tools_system_prompt,
 )
 
 log = logging.getLogger("seedbed.serve")
@@ -63,26 +64,29 @@ def plain_messages(body) -> list[dict]:
     return out
 
 
-def prompt_ids(engine: Engine, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+def prompt_ids(engine: Engine, messages: list[dict], tools: list[dict] | None = None, prefill: str = "") -> list[int]:
+    """The tokens the model continues: the conversation through the chat template (with `tools` for a template
+    that takes them), then `prefill`, the start of the reply written for the model."""
     try:
         text = render_prompt(engine.tokenizer, messages, tools)
     except Exception as e:  # a template that rejects the conversation (e.g. roles out of order) is the caller's input
         raise APIError(400, f"the model's chat template rejected these messages: {e}", param="messages") from None
-    return engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids + engine.tokenizer(prefill, add_special_tokens=False)["input_ids"] if prefill else ids
 
 
 async def answer(config: ServerConfig, engine: Engine, messages: list[dict], body, http, calculator: bool,
                  json_schema: dict | None = None, choice: int = 0, prefill: str = "", max_tokens: int | None = None,
-                 started: float | None = None, tools: list[dict] | None = None):
+                 started: float | None = None, tools: list[dict] | None = None, on_text=None):
     """Generate one assistant reply (choice `choice` of `n`: its seed); with `calculator`, complete each `<<EXPR=`
     annotation exactly on the way (`seedbed.inference.annotations`, the loop `seedbed eval --tools calculator` runs
     too); with `json_schema`, the reply is JSON the schema accepts; `prefill` starts the reply (and is part of
     the returned text); `tools` go to the chat template's `tools` argument. Every round shares one time limit,
-    counted from `started` (default: now), and at most `max_tokens` (default: the body's) completion tokens."""
-    prompt = await asyncio.to_thread(prompt_ids, engine, messages, tools)  # templating and tokenizing: off the event loop
+    counted from `started` (default: now), and at most `max_tokens` (default: the body's) completion tokens.
+    `on_text(piece)`, when given, receives the reply's text as it grows (the calculator's values included)."""
+    # templating and tokenizing: off the event loop
+    prompt = await asyncio.to_thread(prompt_ids, engine, messages, tools, prefill)
     started = started or time.monotonic()
-    if prefill:
-        prompt = prompt + engine.tokenizer(prefill, add_special_tokens=False)["input_ids"]
     reply, total = AnnotatedAnswer(prompt, engine.tokenizer, calculator), None
     while not reply.done:
         request = new_request(config, engine, reply.next_ids(), body,
@@ -91,8 +95,11 @@ async def answer(config: ServerConfig, engine: Engine, messages: list[dict], bod
         request.seed = choice_seed(body, choice)
         request.started = started  # each calculator round is part of one request, under one time limit
         request.max_tokens = reply.budget(request.max_tokens)
-        reply.take(await complete_within_limits(engine, request, config, http), request.finish_reason,
-                   request.completion_tokens)
+        before = len(reply.text)
+        text = await complete_within_limits(engine, request, config, http, on_text)
+        reply.take(text, request.finish_reason, request.completion_tokens)
+        if on_text is not None and len(reply.text) > before + len(text):
+            on_text(reply.text[before + len(text):])  # the calculator's value and `>>`
         request.prompt_ids = prompt  # usage counts the user's prompt once
         request.completion_tokens = reply.completion_tokens
         total = request
@@ -127,15 +134,17 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
     json_schema = await response_schema(engine, body)
     chunks = Chunks("chat.completion.chunk", body.model)
 
-    if body.stream and not server_side:  # decoded as it streams; tool calls read out of the text as they close
+    if body.stream and server_side:  # each round streamed as decoded; the tools run between rounds
+        await asyncio.to_thread(check_first_round, config, engine, messages, body, declared, server_side)
+        return sse_response(tool_stream(config, engine, messages, body, declared, server_side, metrics, citations,
+                                        chunks))
+    if body.stream:  # decoded as it streams; tool calls read out of the text as they close
         conversation, tools, prefill, close = messages, None, "", ""
         if declared:
             conversation, tools = tool_conversation(engine, messages, declared)
             if body.forced_tool() is not None:
                 prefill, json_schema, close = forced_call(declared, body.forced_tool())
-        prompt = await asyncio.to_thread(prompt_ids, engine, conversation, tools)
-        if prefill:
-            prompt = prompt + engine.tokenizer(prefill, add_special_tokens=False)["input_ids"]
+        prompt = await asyncio.to_thread(prompt_ids, engine, conversation, tools, prefill)
         requests = [new_request(config, engine, prompt, body, body.max_completion_tokens or body.max_tokens,
                                 json_schema=json_schema) for _ in range(body.n)]
         for j, r in enumerate(requests):
@@ -143,42 +152,50 @@ async def chat_completion(config: ServerConfig, body, http: HTTPRequest, metrics
         calls = (prefill, close) if declared else None
         return sse_response(chat_stream(engine, requests, body, metrics, citations, chunks, calls))
 
-    async def one_choice(j: int) -> tuple[dict, str, list]:
+    async def one_choice(j: int) -> tuple[AssistantTurn | None, str, list]:
         if declared:
-            text, requests = await with_tools(config, engine, messages, body, http, declared, server_side, j)
-            content, calls = parse_tool_calls(text)
-            calls = [c for c in calls if c.name not in server_side]  # server tools ran; the rest are the client's
-            if not body.parallel_tool_calls:
-                calls = calls[:1]
-        else:
-            content, request = await answer(config, engine, messages, body, http, calculator=False,
-                                            json_schema=json_schema, choice=j)
-            requests, calls = [request], []
-        message = {"role": "assistant", "content": content if not calls else (content or None)}
-        if calls:
-            message["tool_calls"] = [{"id": c.id, "type": "function",
-                                      "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
-        return message, "tool_calls" if calls else finish_reason(requests[-1]), requests
+            turn, requests = await with_tools(config, engine, messages, body, http, declared, server_side, j)
+            return turn, turn.content, requests
+        content, request = await answer(config, engine, messages, body, http, calculator=False,
+                                        json_schema=json_schema, choice=j)
+        return None, content, [request]
 
     results = await asyncio.gather(*(one_choice(j) for j in range(body.n)))
-    every = [r for _, _, requests in results for r in requests]
-    total = {k: sum(usage(r)[k] for r in every) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    total["prompt_tokens"] = sum(usage(r)["prompt_tokens"] for r in results[0][2])  # the choices share the prompt
-    total["total_tokens"] = total["prompt_tokens"] + total["completion_tokens"]
-    for r in every:
-        count_tokens(metrics, engine, r)
-    choices = [{"index": j, "message": message, "finish_reason": finish}
-               for j, (message, finish, _) in enumerate(results)]
+    for _, _, requests in results:
+        for r in requests:
+            count_tokens(metrics, engine, r)
+    choices = []
+    for j, (turn, content, requests) in enumerate(results):
+        calls = turn.calls if turn is not None else []
+        message = {"role": "assistant", "content": content if not calls else (content or None)}
+        if calls:
+            message["tool_calls"] = [call_fields(c) for c in calls]
+        choices.append({"index": j, "message": message, "finish_reason": turn_finish(turn, requests[-1])})
     response = {"id": chunks.id, "object": "chat.completion", "created": chunks.created, "model": body.model,
-                "choices": choices, "usage": total}
+                "choices": choices, "usage": turn_usage([requests for _, _, requests in results])}
     if citations is not None:
         response["seedbed_citations"] = citations
     if config.log_content:  # only when the operator asked: prompts and answers are the users' data
         log.info("chat %s: %s -> %s", body.model, json.dumps(messages)[:2000],
                  json.dumps([c["message"] for c in choices])[:2000])
-    if body.stream:  # server tools ran: the answer is complete already, sent as one streamed chunk per choice
-        return sse_response(replay(response, body, chunks))
     return response
+
+
+def call_fields(call) -> dict:
+    """A tool call as OpenAI's message (and, with an index, delta) shows it."""
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def turn_finish(turn: AssistantTurn | None, last) -> str:
+    return "tool_calls" if turn is not None and turn.calls else finish_reason(last)
+
+
+def turn_usage(per_choice: list[list]) -> dict:
+    """Usage of `n` choices, each made of one or more requests (tool rounds): the prompt the user sent counted
+    once (the choices share it), every round's completion tokens."""
+    completion = sum(usage(r)["completion_tokens"] for requests in per_choice for r in requests)
+    prompt = sum(usage(r)["prompt_tokens"] for r in per_choice[0])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def tool_conversation(engine: Engine, conversation: list[dict], tools: list) -> tuple[list[dict], list[dict] | None]:
@@ -208,10 +225,12 @@ class ToolBudgetSpent(Exception):
     """The completion tokens the request allowed are spent: no further round."""
 
 
-async def with_tools(config, engine, messages, body, http, declared, server_side, choice: int = 0
-                     ) -> tuple[str, list]:
+async def with_tools(config, engine, messages, body, http, declared, server_side, choice: int = 0,
+                     turn: AssistantTurn | None = None, show=None) -> tuple[AssistantTurn, list]:
     """Generate with the tools described to the model; run server-side tools in a bounded loop. Under
-    tool_choice "required" or a named tool, the model's first turn is a call (`forced_call`).
+    tool_choice "required" or a named tool, the model's first turn is a call (`forced_call`). Returns the turn
+    as the client sees it (its text, the calls the client is to run) and the requests of its rounds; `show`,
+    when given, receives what the client is shown as the rounds are decoded (`AssistantTurn.feed`'s events).
 
     The whole loop is one request: one time limit from its start, and at most max_tokens completion tokens over
     all its replies (they were per reply: up to 5 replies of 17 calculator rounds each, each with the full
@@ -222,6 +241,8 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
     described = [server_side.get(t.name, t) for t in declared]
     started = time.monotonic()
     forced = body.forced_tool()
+    turn = turn or AssistantTurn(server_side, body.parallel_tool_calls)
+    show = show or (lambda events: None)
     requests, left = [], [body.max_completion_tokens or body.max_tokens
                           or min(config.limits.default_max_tokens, config.limits.max_tokens)]
 
@@ -230,86 +251,136 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
             raise ToolBudgetSpent
         prefill, schema, close = forced_call(described, forced) if forced and not requests else ("", None, "")
         shown, tools = tool_conversation(engine, conversation, described)
+        turn.start_round()
+        show(turn.feed(prefill))
         text, request = await answer(config, engine, shown, body, http, calculator and not schema,
                                      json_schema=schema, choice=choice, prefill=prefill, max_tokens=left[0],
-                                     started=started, tools=tools)
-        text += close if request.finish_reason == "stop" else ""  # a call cut short by max_tokens is no call
+                                     started=started, tools=tools, on_text=lambda piece: show(turn.feed(piece)))
+        close = close if request.finish_reason == "stop" else ""  # a call cut short by max_tokens is no call
+        show(turn.feed(close) + turn.end_round())
         left[0] -= request.completion_tokens
-        requests.append((text, request))
-        return text
+        requests.append(request)
+        return text + close
 
     try:
         if server_side:
-            text, _ = await run_tool_loop(reply, messages, server_side, MAX_TOOL_STEPS)
+            await run_tool_loop(reply, messages, server_side, MAX_TOOL_STEPS)
         else:
-            text = await reply(messages)
+            await reply(messages)
     except ToolBudgetSpent:
-        text = requests[-1][0]
-    return text, [request for _, request in requests]
+        pass
+    return turn, requests
+
+
+def check_first_round(config, engine, messages, body, declared, server_side) -> None:
+    """Raise the APIError the loop's first round would (prompt too long, max_tokens over the limit, a full
+    queue, ...) now, while the client can still get it as an HTTP status rather than in a started stream."""
+    described = [server_side.get(t.name, t) for t in declared]
+    forced = body.forced_tool()
+    prefill = forced_call(described, forced)[0] if forced else ""
+    shown, tools = tool_conversation(engine, messages, described)
+    new_request(config, engine, prompt_ids(engine, shown, tools, prefill), body,
+                body.max_completion_tokens or body.max_tokens)
+
+
+def shown_chunks(chunks: Chunks, j: int, events, turn: AssistantTurn):
+    """SSE chunks of choice `j` for `AssistantTurn` events: text as content deltas, each call as a tool_calls
+    delta with its index among the turn's calls."""
+    for kind, value in events:
+        if kind == "text":
+            yield sse_event(chunks.choice({"delta": {"content": value}}, index=j))
+        else:
+            call = {"index": turn.calls.index(value), **call_fields(value)}
+            yield sse_event(chunks.choice({"delta": {"tool_calls": [call]}}, index=j))
+
+
+def opening_chunks(chunks: Chunks, n: int, citations):
+    for j in range(n):
+        first = chunks.choice({"delta": {"role": "assistant", "content": ""}}, index=j)
+        if citations is not None:
+            first["seedbed_citations"] = citations
+        yield sse_event(first)
 
 
 async def chat_stream(engine: Engine, requests: list, body, metrics: ServerMetrics, citations, chunks: Chunks,
                       calls: tuple[str, str] | None = None):
     """Each choice's text as it is decoded. With `calls` (the forced call's opening and closing text, or empty
-    strings), tool calls are read out of the text (`ToolCallStream`) and sent as `tool_calls` deltas, each as soon
+    strings), tool calls are read out of the text (`AssistantTurn`) and sent as `tool_calls` deltas, each as soon
     as its block closes."""
-    for j in range(len(requests)):
-        first = chunks.choice({"delta": {"role": "assistant", "content": ""}}, index=j)
-        if citations is not None:
-            first["seedbed_citations"] = citations
-        yield sse_event(first)
-    readers = [ToolCallStream() if calls is not None else None for _ in requests]
-    made = [0] * len(requests)  # tool calls sent, per choice
-
-    def deltas(j: int, events):
-        for kind, value in events:
-            if kind == "text" and value:
-                yield sse_event(chunks.choice({"delta": {"content": value}}, index=j))
-            elif kind == "call" and (body.parallel_tool_calls or not made[j]):
-                call = {"index": made[j], "id": value.id, "type": "function",
-                        "function": {"name": value.name, "arguments": value.arguments}}
-                made[j] += 1
-                yield sse_event(chunks.choice({"delta": {"tool_calls": [call]}}, index=j))
-
+    for event in opening_chunks(chunks, len(requests), citations):
+        yield event
+    turns = [AssistantTurn(parallel=body.parallel_tool_calls) if calls is not None else None for _ in requests]
     if calls is not None and calls[0]:
-        for j, reader in enumerate(readers):
-            for event in deltas(j, reader.feed(calls[0])):
+        for j, turn in enumerate(turns):
+            for event in shown_chunks(chunks, j, turn.feed(calls[0]), turn):
                 yield event
     waiting_first = set(range(len(requests)))
     async for j, piece in merged(engine, requests):
-        r, reader = requests[j], readers[j]
+        r, turn = requests[j], turns[j]
         if piece is None:
-            if reader is not None:  # a forced call cut short by max_tokens is no call: its block never closes
-                tail = reader.feed(calls[1] if r.finish_reason == "stop" else "") + reader.close()
-                for event in deltas(j, tail):
+            if turn is not None:  # a forced call cut short by max_tokens is no call: its block never closes
+                tail = turn.feed(calls[1] if r.finish_reason == "stop" else "") + turn.end_round()
+                for event in shown_chunks(chunks, j, tail, turn):
                     yield event
-            yield sse_event(chunks.choice({"delta": {}}, "tool_calls" if made[j] else finish_reason(r), index=j))
+            yield sse_event(chunks.choice({"delta": {}}, turn_finish(turn, r), index=j))
             count_tokens(metrics, engine, r)
             continue
         if j in waiting_first:
             metrics.first_token.labels(engine.name).observe(time.monotonic() - r.started)
             waiting_first.discard(j)
-        for event in deltas(j, [("text", piece)] if reader is None else reader.feed(piece)):
+        events = [("text", piece)] if turn is None else turn.feed(piece)
+        for event in shown_chunks(chunks, j, events, turn):
             yield event
     if body.stream_options and body.stream_options.include_usage:
         yield sse_event(chunks.usage(total_usage(requests, body.n)))
     yield sse_event("[DONE]")
 
 
-async def replay(response: dict, body, chunks: Chunks):
-    """A reply computed whole (tools were involved), sent as the chunks of a stream: one per choice, then each
-    choice's finish."""
-    for j, choice in enumerate(response["choices"]):
-        message = choice["message"]
-        delta = {"role": "assistant", "content": message.get("content") or ""}
-        if "tool_calls" in message:
-            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
-        first = chunks.choice({"delta": delta}, index=j)
-        if "seedbed_citations" in response:
-            first["seedbed_citations"] = response["seedbed_citations"]
-        yield sse_event(first)
-    for j, choice in enumerate(response["choices"]):
-        yield sse_event(chunks.choice({"delta": {}}, choice["finish_reason"], index=j))
-    if body.stream_options and body.stream_options.include_usage:
-        yield sse_event(chunks.usage(response["usage"]))
-    yield sse_event("[DONE]")
+async def tool_stream(config, engine: Engine, messages: list[dict], body, declared, server_side,
+                      metrics: ServerMetrics, citations, chunks: Chunks):
+    """Each choice of a turn whose tools the server runs, as it is decoded: every round's text outside its tool
+    calls and the calculator's values as they come, the client's calls as their blocks close; the server's tools
+    run between rounds, unseen. An error after the stream has begun (a later round's prompt past the limit, the
+    time limit) ends it with an error event, which the openai SDK raises."""
+    for event in opening_chunks(chunks, body.n, citations):
+        yield event
+    started, out = time.monotonic(), asyncio.Queue()
+    turns = [AssistantTurn(server_side, body.parallel_tool_calls) for _ in range(body.n)]
+
+    async def run(j: int) -> None:
+        try:
+            _, requests = await with_tools(config, engine, messages, body, None, declared, server_side, j,
+                                           turn=turns[j], show=lambda events: out.put_nowait((j, "shown", events)))
+            out.put_nowait((j, "done", requests))
+        except Exception as e:  # noqa: BLE001 -- handed to the stream, which ends with it
+            out.put_nowait((j, "failed", e))
+
+    # No `http` above: a streamed reply's client leaving cancels this generator, which cancels the rounds.
+    tasks = [asyncio.ensure_future(run(j)) for j in range(body.n)]
+    try:
+        done, first = {}, set()
+        while len(done) < body.n:
+            j, kind, item = await out.get()
+            if kind == "failed":
+                error = item if isinstance(item, APIError) else APIError(500, "internal server error", "server_error")
+                if not isinstance(item, APIError):
+                    log.error("tool stream failed", exc_info=item)
+                yield sse_event(error_body(error.message, error.type, error.param, error.code))
+                return
+            if kind == "shown":
+                if item and j not in first:
+                    metrics.first_token.labels(engine.name).observe(time.monotonic() - started)
+                    first.add(j)
+                for event in shown_chunks(chunks, j, item, turns[j]):
+                    yield event
+                continue
+            done[j] = item
+            for r in item:
+                count_tokens(metrics, engine, r)
+            yield sse_event(chunks.choice({"delta": {}}, turn_finish(turns[j], item[-1]), index=j))
+        if body.stream_options and body.stream_options.include_usage:
+            yield sse_event(chunks.usage(turn_usage([done[j] for j in range(body.n)])))
+        yield sse_event("[DONE]")
+    finally:
+        for task in tasks:
+            task.cancel()

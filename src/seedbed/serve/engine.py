@@ -140,8 +140,15 @@ class Engine:
         finally:
             request.cancelled = True  # a client that went away stops its decode at the next step
 
-    async def complete(self, request: Request) -> str:
-        return "".join([piece async for piece in self.stream(request)])
+    async def complete(self, request: Request, on_piece=None) -> str:
+        """The whole text of `request`; `on_piece(piece)` is called with each piece as it comes (a streamed reply
+        made of several requests: calculator rounds, tool rounds)."""
+        pieces = []
+        async for piece in self.stream(request):
+            pieces.append(piece)
+            if on_piece is not None:
+                on_piece(piece)
+        return "".join(pieces)
 
     async def score(self, job: "ScoreJob") -> list[list[TokenScore]]:
         """`Backend.score` of the job's sequences, off the event loop and never while the worker decodes; a job

@@ -140,9 +140,10 @@ async def response_schema(engine: Engine, body) -> dict | None:
 
 
 async def complete_within_limits(engine: Engine, request: Request, config: ServerConfig,
-                                 http: HTTPRequest | None) -> str:
-    """The whole completion, cancelled if the client disconnects or the request outlives its time limit."""
-    return await within_limits(engine.complete(request), request, config, http, "generation")
+                                 http: HTTPRequest | None, on_piece=None) -> str:
+    """The whole completion, cancelled if the client disconnects or the request outlives its time limit; each
+    piece also goes to `on_piece` as it is decoded, when given."""
+    return await within_limits(engine.complete(request, on_piece), request, config, http, "generation")
 
 
 async def score_within_limits(engine: Engine, job: ScoreJob, config: ServerConfig,

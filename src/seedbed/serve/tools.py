@@ -419,3 +419,60 @@ class ToolCallStream:
             return [("call", call) for call in calls] if calls else [("text", held)]
         return [("text", held)] if held else []
 
+
+
+class AssistantTurn:
+    """What the client is shown of one assistant turn, read as it is decoded: the text outside tool-call blocks and
+    the calls the client is to run. A turn may span several replies of the model (server tools run between them,
+    `run_tool_loop`); each reply is a round (`start_round`, `feed`..., `end_round`). A call to a tool in
+    `server_tools` is the server's business and not shown; with `parallel` false, only the first client call is.
+    The same reading makes a streamed reply's deltas and a whole reply's message, so the two agree.
+
+    >>> turn = AssistantTurn({"calculator"})
+    >>> turn.start_round(); turn.feed('Let me see. <tool_call>{"name": "calculator", "arguments": {}}</tool_call>')
+    [('text', 'Let me see. ')]
+    >>> turn.end_round(); turn.start_round(); turn.feed("It is 4."); turn.end_round()
+    []
+    [('text', '\\n\\nIt is 4.')]
+    []
+    >>> turn.content
+    'Let me see. \\n\\nIt is 4.'
+    """
+
+    def __init__(self, server_tools=(), parallel: bool = True):
+        self.server_tools, self.parallel = set(server_tools), parallel
+        self.text, self.calls = "", []  # everything shown so far; the client's calls, in order
+        self.reader, self.fresh = ToolCallStream(), True
+
+    @property
+    def content(self) -> str:
+        return self.text.strip()
+
+    def start_round(self) -> None:
+        self.reader, self.fresh = ToolCallStream(), True
+
+    def feed(self, piece: str) -> list[tuple[str, object]]:
+        """Events to show for the next piece of the round's text: ("text", str) and ("call", ToolCall)."""
+        return self._shown(self.reader.feed(piece))
+
+    def end_round(self) -> list[tuple[str, object]]:
+        """Events for what the round's reader held back to its end."""
+        return self._shown(self.reader.close())
+
+    def _shown(self, events) -> list[tuple[str, object]]:
+        shown = []
+        for kind, value in events:
+            if kind == "text":
+                if self.fresh:  # a later round's text starts a paragraph of its own
+                    value = value.lstrip()
+                    if not value:
+                        continue
+                    value = ("\n\n" if self.text.strip() else "") + value
+                    self.fresh = False
+                self.text += value
+            elif value.name in self.server_tools or (self.calls and not self.parallel):
+                continue
+            else:
+                self.calls.append(value)
+            shown.append((kind, value))
+        return shown
