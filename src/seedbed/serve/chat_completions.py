@@ -238,7 +238,7 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
     client's declaration of that name said.
     """
     calculator = "calculator" in server_side
-    described = [server_side.get(t.name, t) for t in declared]
+    described = described_tools(declared, server_side)
     started = time.monotonic()
     forced = body.forced_tool()
     turn = turn or AssistantTurn(server_side, body.parallel_tool_calls)
@@ -272,10 +272,16 @@ async def with_tools(config, engine, messages, body, http, declared, server_side
     return turn, requests
 
 
+def described_tools(declared: list, server_side: dict) -> list:
+    """The tools as the model is told of them: a tool the server runs with the server's own description and
+    schema, whatever the client's declaration of that name said."""
+    return [server_side.get(t.name, t) for t in declared]
+
+
 def check_first_round(config, engine, messages, body, declared, server_side) -> None:
     """Raise the APIError the loop's first round would (prompt too long, max_tokens over the limit, a full
     queue, ...) now, while the client can still get it as an HTTP status rather than in a started stream."""
-    described = [server_side.get(t.name, t) for t in declared]
+    described = described_tools(declared, server_side)
     forced = body.forced_tool()
     prefill = forced_call(described, forced)[0] if forced else ""
     shown, tools = tool_conversation(engine, messages, described)
